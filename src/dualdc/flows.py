@@ -1,0 +1,259 @@
+"""Expand declared flows into concrete connections between network endpoints.
+
+A flow names its ends by reference (``segment:``, ``service:``, ``host:``,
+``institution:`` or ``internet``). Every consumer — the policy pack's graph rules, the
+hosts' nftables, the lab routers' firewall, the Kubernetes NetworkPolicies — needs the same
+answer to "which networks may open which connections to which networks", so it is
+computed here, once, and cached on the topology.
+
+Pairing: an end that resolves at several sites (a service running at both) is paired per
+site, so a flow never silently crosses the inter-site link; ``cross_site: true`` flows
+pair every source with every destination. Outside ends (internet, institutions) have no
+site and pair with everything.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from dualdc.model import Flow, Host, Topology, Zone
+
+INTERNET = "internet"
+ANY_NETWORK = ipaddress.IPv4Network("0.0.0.0/0")
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One resolved end of a flow at one place."""
+
+    ref: str
+    """The reference as written in the flow, e.g. ``service:kj-core-banking``."""
+    node: str
+    """Graph node: ``segment:NAME``, ``institution:NAME`` or ``internet``."""
+    site: str | None
+    zone: Zone | None
+    tenant: str | None
+    segment: str | None
+    networks: tuple[ipaddress.IPv4Network, ...]
+    host: str | None = None
+
+    @property
+    def outside(self) -> bool:
+        """True for the internet and outside institutions."""
+        return self.segment is None
+
+
+@dataclass(frozen=True)
+class Connection:
+    """A flow between two resolved endpoints."""
+
+    flow: Flow
+    source: Endpoint
+    destination: Endpoint
+
+    @property
+    def ports(self) -> tuple[int, ...]:
+        """The destination ports; empty means any port."""
+        return () if self.flow.ports == "any" else tuple(self.flow.ports)
+
+
+_HostFacts = tuple[Endpoint, frozenset[str] | None, str]
+
+
+class _Index:
+    """Lookups the expansion needs again and again, computed once per topology."""
+
+    def __init__(self, topology: Topology) -> None:
+        self.topology = topology
+        self.segment_by_place: dict[tuple[str, str, Zone], str] = {}
+        for seg in topology.segments:
+            self.segment_by_place.setdefault((seg.site, seg.tenant, seg.zone), seg.name)
+        self.resolved: dict[str, list[Endpoint]] = {}
+        self.facts: dict[str, list[_HostFacts]] = {}
+        self._host_segments: dict[str, frozenset[str]] = {}
+        self._primary: dict[str, str] = {}
+
+    def host_segments(self, name: str) -> frozenset[str]:
+        found = self._host_segments.get(name)
+        if found is None:
+            host = self.topology.host(name)
+            found = self._host_segments[name] = frozenset(i.segment for i in host.interfaces)
+        return found
+
+    def primary(self, name: str) -> str:
+        found = self._primary.get(name)
+        if found is None:
+            found = self._primary[name] = _primary_interface(self.topology, self.topology.host(name))
+        return found
+
+
+def _index(topology: Topology) -> _Index:
+    index: _Index | None = topology.cache.get("flows.index")
+    if index is None:
+        index = topology.cache["flows.index"] = _Index(topology)
+    return index
+
+
+def service_segment(topology: Topology, service_name: str, site: str) -> str | None:
+    """The segment a service sits in at a site: (site, tenant, zone)."""
+    svc = topology.service(service_name)
+    return _index(topology).segment_by_place.get((site, svc.tenant, svc.zone))
+
+
+def _segment_endpoint(topology: Topology, ref: str, name: str) -> Endpoint:
+    seg = topology.segment(name)
+    return Endpoint(ref, f"segment:{seg.name}", seg.site, seg.zone, seg.tenant, seg.name, (seg.cidr,))
+
+
+def _host_endpoints(topology: Topology, ref: str, host: Host) -> list[Endpoint]:
+    found = []
+    for iface in host.interfaces:
+        seg = topology.segment(iface.segment)
+        net = ipaddress.IPv4Network(int(iface.address))
+        found.append(Endpoint(ref, f"segment:{seg.name}", seg.site, seg.zone, seg.tenant, seg.name, (net,),
+                              host.name))
+    return found
+
+
+def resolve(topology: Topology, ref: str) -> list[Endpoint]:
+    """Every place a flow end stands (computed once per reference and topology)."""
+    resolved = _index(topology).resolved
+    found = resolved.get(ref)
+    if found is None:
+        found = resolved[ref] = _resolve(topology, ref)
+    return list(found)
+
+
+def _resolve(topology: Topology, ref: str) -> list[Endpoint]:
+    if ref == INTERNET:
+        return [Endpoint(ref, INTERNET, None, None, None, None, (ANY_NETWORK,))]
+    kind, _, name = ref.partition(":")
+    if kind == "segment":
+        return [_segment_endpoint(topology, ref, name)]
+    if kind == "host":
+        return _host_endpoints(topology, ref, topology.host(name))
+    if kind == "institution":
+        inst = topology.institution(name)
+        return [Endpoint(ref, f"institution:{inst.name}", None, None, None, None, tuple(inst.cidrs))]
+    if kind == "service":
+        found = []
+        for site in topology.service_sites(topology.service(name)):
+            seg = service_segment(topology, name, site)
+            if seg is not None:
+                endpoint = _segment_endpoint(topology, ref, seg)
+                found.append(endpoint)
+        return found
+    raise ValueError(f"unknown endpoint reference {ref!r}")
+
+
+def primary_interface(topology: Topology, host: Host) -> str:
+    """The segment of a host's primary interface: its first one outside mgmt, else its first."""
+    return _primary_interface(topology, host)
+
+
+def _primary_interface(topology: Topology, host: Host) -> str:
+    for iface in host.interfaces:
+        if topology.segment(iface.segment).zone is not Zone.MGMT:
+            return iface.segment
+    return host.interfaces[0].segment
+
+
+def _host_side_fits(index: _Index, end: Endpoint, other: Endpoint) -> bool:
+    """A host end uses its interface in the other end's segment, else its primary one."""
+    if end.host is None:
+        return True
+    if other.segment is not None and other.segment in index.host_segments(end.host):
+        return end.segment == other.segment
+    return end.segment == index.primary(end.host)
+
+
+def expand(topology: Topology, flow: Flow) -> list[Connection]:
+    """The connections one flow allows.
+
+    Every (source, destination) pair of resolved ends, in that order, that is at the same
+    site (unless ``cross_site`` or an end is outside) and whose host ends use the right
+    interface (:func:`_host_side_fits`, inlined here: this loop runs for every flow).
+    """
+    index = _index(topology)
+    cross = flow.cross_site
+    sources = _host_facts(topology, index, flow.source)
+    destinations = _host_facts(topology, index, flow.destination)
+    found = []
+    for s, s_segments, s_primary in sources:
+        for d, d_segments, d_primary in destinations:
+            if not (cross or s.site is None or d.site is None or s.site == d.site):
+                continue
+            if s_segments is not None and (
+                s.segment != d.segment if d.segment is not None and d.segment in s_segments
+                else s.segment != s_primary
+            ):
+                continue
+            if d_segments is not None and (
+                d.segment != s.segment if s.segment is not None and s.segment in d_segments
+                else d.segment != d_primary
+            ):
+                continue
+            found.append(Connection(flow, s, d))
+    return found
+
+
+def _host_facts(topology: Topology, index: _Index, ref: str) -> list[_HostFacts]:
+    """Each resolved end of ``ref`` with its host's segments and primary segment (None and ''
+    for ends that are not a host's), computed once per reference."""
+    found = index.facts.get(ref)
+    if found is None:
+        found = index.facts[ref] = [
+            (e, None, "") if e.host is None else (e, index.host_segments(e.host), index.primary(e.host))
+            for e in resolve(topology, ref)]
+    return found
+
+
+def connections(topology: Topology) -> list[Connection]:
+    """Every connection every flow allows, cached on the topology."""
+    cache = topology.cache
+    if "connections" not in cache:
+        cache["connections"] = [c for flow in topology.flows for c in expand(topology, flow)]
+    result: list[Connection] = cache["connections"]
+    return result
+
+
+def _by_destination(topology: Topology) -> dict[str, list[tuple[int, Connection]]]:
+    """Every connection with its position in :func:`connections`, by destination reference."""
+    cache = topology.cache
+    found: dict[str, list[tuple[int, Connection]]] | None = cache.get("flows.by_destination")
+    if found is None:
+        found = {}
+        for i, conn in enumerate(connections(topology)):
+            found.setdefault(conn.destination.ref, []).append((i, conn))
+        cache["flows.by_destination"] = found
+    return found
+
+
+def host_networks(topology: Topology, host: Host) -> list[tuple[str, ipaddress.IPv4Network]]:
+    """(segment name, segment network) of each interface of a host."""
+    return [(i.segment, topology.segment(i.segment).cidr) for i in host.interfaces]
+
+
+def inbound_to_host(topology: Topology, host: Host) -> list[Connection]:
+    """Connections whose destination lands on this host.
+
+    A destination lands on a host when it is the host itself, a segment the host has an
+    interface in and the host is not a router of it, or a service placed on the host (by
+    ``hosts``, or as a node of one of the service's clusters).
+    """
+    segments = {i.segment for i in host.interfaces}
+    placed = {
+        svc.name
+        for svc in topology.services
+        if host.name in svc.hosts or (host.cluster is not None and host.cluster in svc.clusters)
+    }
+    by_destination = _by_destination(topology)
+    found = list(by_destination.get(f"host:{host.name}", []))
+    for name in placed:
+        found.extend(c for c in by_destination.get(f"service:{name}", [])
+                     if c[1].destination.segment in segments)
+    for seg in segments:
+        found.extend(by_destination.get(f"segment:{seg}", []))
+    found.sort(key=lambda c: c[0])
+    return [conn for _, conn in found]

@@ -1,0 +1,619 @@
+"""The typed topology: one source of truth per environment (DESIGN §2).
+
+Every entity is a pydantic model with ``extra="forbid"`` and a description on every
+field. Entities refer to each other by name; :class:`Topology` resolves every reference
+after field validation and raises :class:`ReferenceErrors` listing every dangling one at
+once, each naming both ends.
+
+Checks that judge a *valid* topology against regulation or structure (overlaps, unique
+VLANs, distance, capacity …) are not here: they are findings of :mod:`dualdc.policy`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StringConstraints, model_validator
+
+Name = Annotated[
+    str,
+    StringConstraints(pattern=r"^[a-z][a-z0-9-]{0,38}[a-z0-9]$"),
+    Field(description="A lower-case DNS-label name: letters, digits and '-', 2 to 40 characters."),
+]
+Port = Annotated[int, Field(ge=1, le=65535, description="A TCP or UDP port number.")]
+
+
+class Zone(StrEnum):
+    """The kind of network a segment belongs to. The internet is outside every zone."""
+
+    DMZ = "dmz"
+    INTERNAL = "internal"
+    EXTERNAL = "external"
+    MGMT = "mgmt"
+    REPLICATION = "replication"
+    BACKUP = "backup"
+    DEV = "dev"
+
+
+class TenantKind(StrEnum):
+    BANK = "bank"
+    SHARED = "shared"
+
+
+class HostRole(StrEnum):
+    K8S_CONTROL_PLANE = "k8s_control_plane"
+    K8S_WORKER = "k8s_worker"
+    DB = "db"
+    BASTION = "bastion"
+    NTP = "ntp"
+    LOG = "log"
+    BACKUP = "backup"
+    RELAY = "relay"
+    WEB = "web"
+    GATEWAY = "gateway"
+    APP = "app"
+
+
+K8S_ROLES = frozenset({HostRole.K8S_CONTROL_PLANE, HostRole.K8S_WORKER})
+
+
+class DrMode(StrEnum):
+    ACTIVE_ACTIVE = "active-active"
+    ACTIVE_STANDBY = "active-standby"
+    BACKUP_RESTORE = "backup-restore"
+
+
+class ReplicationKind(StrEnum):
+    CNPG = "cnpg"
+    VELERO = "velero"
+    STORAGE = "storage"
+
+
+class Protocol(StrEnum):
+    TCP = "tcp"
+    UDP = "udp"
+
+
+class Layer(StrEnum):
+    """The layers an environment has; ``deploy`` and ``drift`` act on exactly these."""
+
+    MODEL = "model"
+    HOSTS = "hosts"
+    STACKS = "stacks"
+    LAB = "lab"
+
+
+class Severity(StrEnum):
+    ERROR = "error"
+    WARNING = "warning"
+    ADVISORY = "advisory"
+
+
+class Source(BaseModel):
+    """Where an entity was declared: file, 1-based line and column."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    file: str = Field(description="Path of the YAML file, relative to the working directory.")
+    line: int = Field(description="1-based line.")
+    column: int = Field(description="1-based column.")
+
+
+#: Key of ``__pydantic_private__`` under which :func:`set_positions` keeps an entity's YAML mapping.
+_POSITIONS = "_dualdc_positions"
+
+
+def _positions(entity: BaseModel) -> Any:
+    private = entity.__pydantic_private__
+    return None if private is None else private.get(_POSITIONS)
+
+
+def set_positions(entity: BaseModel, raw: Any) -> None:
+    """Record the parsed YAML mapping an entity was built from (the loader calls this).
+
+    ``raw`` is a :class:`dualdc.loader.PosDict`: it knows where it, its keys and its values
+    stood. It lives in the instance's ``__pydantic_private__`` slot rather than in a
+    declared ``PrivateAttr``: pydantic runs Python code per instance for declared private
+    attributes, which costs seconds on a topology of 100,000 entities.
+    """
+    private = entity.__pydantic_private__
+    if private is None:
+        object.__setattr__(entity, "__pydantic_private__", {_POSITIONS: raw})
+    else:
+        private[_POSITIONS] = raw
+
+
+def _source(pos: tuple[str, int, int]) -> Source:
+    return Source(file=pos[0], line=pos[1], column=pos[2])
+
+
+class Entity(BaseModel):
+    """Base of every topology entity."""
+
+    model_config = ConfigDict(extra="forbid", use_enum_values=False, validate_default=True)
+
+    @property
+    def location(self) -> Source | None:
+        """Where the entity was declared, once loaded from YAML."""
+        raw = _positions(self)
+        return None if raw is None else _source(raw.pos)
+
+    def field_location(self, field: str) -> Source | None:
+        """Where one field of this entity was written, falling back to the entity's own location.
+
+        ``field`` may be dotted to reach into a plain mapping field (``policy.NS-01.max_days``);
+        a nested key is located where the key stands, a top-level field where its value does.
+        """
+        raw = _positions(self)
+        if raw is None:
+            return None
+        node: Any = raw
+        found: tuple[str, int, int] | None = None
+        for depth, part in enumerate(field.split(".")):
+            positions = getattr(node, "key_pos" if depth else "value_pos", None)
+            if positions is None or part not in node:
+                break
+            found = positions.get(part, found)
+            node = node[part]
+        return _source(found) if found else _source(raw.pos)
+
+
+# --------------------------------------------------------------------------- environment
+
+
+class Mirrors(Entity):
+    apt: str = Field(description="URL of the internal Debian mirror the hosts install from.")
+    apt_suite: str = Field(default="bookworm", description="Debian suite the mirror serves.")
+    registry: str = Field(description="host[:port] of the internal OCI registry mirror for containerd.")
+    kubernetes_apt: str | None = Field(
+        default=None, description="URL of the internal Kubernetes package repository; none disables it."
+    )
+
+
+class AccessPolicy(Entity):
+    lockout_attempts: int = Field(ge=1, le=100, description="Failed logins before an account locks (PW-01).")
+    lockout_seconds: int = Field(ge=0, description="How long a locked account stays locked; 0 = until reset.")
+    idle_timeout_seconds: int = Field(ge=0, description="Idle shell session timeout; 0 means none (PW-01).")
+
+
+class LogRetention(Entity):
+    access_log_days: int = Field(ge=0, description="Retention of access logs on the log hosts (LOG-01).")
+    personal_data_log_days: int = Field(
+        ge=0, description="Retention of personal-data access logs on the log hosts (LOG-01)."
+    )
+
+
+class Admin(Entity):
+    name: Name = Field(description="Login name of the administrator.")
+    ssh_public_key: str = Field(
+        pattern=r"^(ssh-ed25519|ecdsa-sha2-nistp(256|384|521)|ssh-rsa) [A-Za-z0-9+/=]+( .*)?$",
+        description="OpenSSH public key line.",
+    )
+    sudo: bool = Field(default=True, description="Whether the admin may use sudo.")
+
+
+class Environment(Entity):
+    name: Name = Field(description="Environment name; equals the folder name under inventories/.")
+    description: str = Field(default="", description="Free text.")
+    lab: bool = Field(default=False, description="True for the lab twin built on one Linux machine.")
+    layers: list[Layer] = Field(min_length=1, description="Layers this environment has.")
+    deploy_order: list[Name] = Field(min_length=1, description="Sites in the order deploy touches them.")
+    time_sources: list[Name] = Field(min_length=1, description="Names of the ntp hosts every host syncs to.")
+    mirrors: Mirrors = Field(description="Internal package and image mirrors (air-gapped).")
+    access: AccessPolicy = Field(description="Login lockout and idle timeout (PW-01).")
+    log_retention: LogRetention = Field(description="Log retention on the log hosts (LOG-01).")
+    admins: list[Admin] = Field(default_factory=list, description="Administrators with SSH access.")
+    ssh_user: str = Field(default="root", description="User Ansible connects as.")
+    kubernetes_version: str = Field(
+        default="1.30", pattern=r"^1\.\d+$", description="Default Kubernetes minor version of clusters."
+    )
+    policy: dict[str, dict[str, int | float | str | bool]] = Field(
+        default_factory=dict, description="Rule parameter overrides: {rule id: {parameter: value}}."
+    )
+    today: dt.date | None = Field(
+        default=None, description="Pin the evaluation date (for reproducible checks); default: today."
+    )
+
+
+# --------------------------------------------------------------------------- physical
+
+
+class Site(Entity):
+    name: Name = Field(description="Site name, e.g. gwangju or jeonju.")
+    description: str = Field(default="", description="Free text.")
+    city: str = Field(description="City the data center is in.")
+    latitude: float = Field(ge=-90, le=90, description="Latitude in degrees (DR-02 distance).")
+    longitude: float = Field(ge=-180, le=180, description="Longitude in degrees (DR-02 distance).")
+    racks: int = Field(ge=1, description="Number of racks.")
+    power_feeds: int = Field(ge=1, description="Independent utility power feeds.")
+    uplinks: int = Field(ge=1, description="Internet/WAN uplinks.")
+
+
+class Tenant(Entity):
+    name: Name = Field(description="kjbank, jbbank or group.")
+    kind: TenantKind = Field(description="bank, or shared for group services.")
+    display_name: str = Field(description="Human name, e.g. 광주은행.")
+    admin_groups: list[str] = Field(default_factory=list, description="Directory groups with admin rights.")
+    viewer_groups: list[str] = Field(default_factory=list, description="Directory groups with read rights.")
+
+
+class Segment(Entity):
+    name: Name = Field(description="Segment name.")
+    site: Name = Field(description="Site the segment is at.")
+    tenant: Name = Field(description="Tenant owning the segment.")
+    zone: Zone = Field(description="Zone of the segment.")
+    vlan: int = Field(ge=1, le=4094, description="802.1Q VLAN id, unique per site.")
+    cidr: ipaddress.IPv4Network = Field(description="IPv4 network of the segment.")
+    gateway: ipaddress.IPv4Address = Field(description="Default gateway, inside the CIDR.")
+
+
+class Interface(Entity):
+    name: str = Field(pattern=r"^[a-z][a-z0-9.]{0,14}$", description="Device name on the host, e.g. bond0.")
+    segment: Name = Field(description="Segment the interface is attached to.")
+    address: ipaddress.IPv4Address = Field(description="IPv4 address in the segment.")
+    members: list[str] = Field(default_factory=list, description="Bond members (LACP); empty if not a bond.")
+    parent: str | None = Field(
+        default=None, description="Parent device of a VLAN sub-interface (tagged with the segment's VLAN)."
+    )
+
+    @model_validator(mode="after")
+    def _bond_or_vlan(self) -> Interface:
+        if self.members and self.parent:
+            raise ValueError("an interface is either a bond (members) or a VLAN sub-interface (parent)")
+        return self
+
+
+class Host(Entity):
+    name: Name = Field(description="Host name.")
+    site: Name = Field(description="Site the host is at.")
+    rack: str = Field(min_length=1, description="Rack label.")
+    role: HostRole = Field(description="What the host does.")
+    tenant: Name = Field(default="group", description="Tenant owning the host.")
+    cluster: Name | None = Field(default=None, description="Kubernetes cluster the host is a node of.")
+    cpu: int = Field(ge=1, description="CPU cores.")
+    memory_gib: int = Field(ge=1, description="Memory in GiB.")
+    bmc: ipaddress.IPv4Address | None = Field(default=None, description="BMC address (in a mgmt segment).")
+    interfaces: list[Interface] = Field(min_length=1, description="Network interfaces.")
+    time_sources: list[Name] | None = Field(
+        default=None, description="Override of the environment's time sources (NTP-01 flags any)."
+    )
+
+    @model_validator(mode="after")
+    def _unique_interfaces(self) -> Host:
+        names = [i.name for i in self.interfaces]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"interface names repeat: {', '.join(dupes)}")
+        if self.role in K8S_ROLES and self.cluster is None:
+            raise ValueError(f"a {self.role.value} host needs a cluster")
+        return self
+
+
+class Cluster(Entity):
+    name: Name = Field(description="Cluster name.")
+    site: Name = Field(description="Site the cluster runs at.")
+    zone: Zone = Field(description="Zone the cluster sits in.")
+    tenants: list[Name] = Field(min_length=1, description="Tenants with namespaces on the cluster.")
+    kubernetes_version: str | None = Field(
+        default=None, pattern=r"^1\.\d+$", description="Kubernetes minor version; default: environment's."
+    )
+    pod_cidr: ipaddress.IPv4Network = Field(description="Pod network.")
+    service_cidr: ipaddress.IPv4Network = Field(description="Service network.")
+    kube_context: str | None = Field(default=None, description="kubeconfig context; default: the name.")
+
+
+class Database(Entity):
+    instances: int = Field(default=3, ge=1, le=9, description="PostgreSQL instances at the primary site.")
+    storage_gib: int = Field(ge=1, description="Storage per instance.")
+    postgres_version: int = Field(default=16, ge=13, le=17, description="PostgreSQL major version.")
+
+
+class Backup(Entity):
+    target_site: Name = Field(description="Site the backups land at (BK-01: the other site).")
+    retention_days: int = Field(ge=1, description="How long backups are kept.")
+
+
+class Service(Entity):
+    name: Name = Field(description="Service name.")
+    description: str = Field(default="", description="Free text.")
+    tenant: Name = Field(description="Tenant running the service.")
+    zone: Zone = Field(description="Zone the service sits in.")
+    tier: int = Field(ge=1, le=3, description="1 = 핵심업무 (core business).")
+    primary_site: Name = Field(description="Site that serves in normal operation.")
+    dr_mode: DrMode = Field(description="How the service survives the loss of its primary site.")
+    rto_minutes: int = Field(ge=0, description="Recovery time objective.")
+    rpo_minutes: int = Field(ge=0, description="Recovery point objective.")
+    replication: list[ReplicationKind] = Field(default_factory=list, description="Replication mechanisms.")
+    clusters: list[Name] = Field(default_factory=list, description="Clusters the service runs on.")
+    hosts: list[Name] = Field(default_factory=list, description="Bare-metal hosts the service runs on.")
+    own_namespace: bool = Field(default=False, description="Give the service its own namespace.")
+    relay: bool = Field(default=False, description="A declared relay into internal (NS-01).")
+    personal_data: bool = Field(default=False, description="Processes personal data (LOG-01).")
+    cpu: float = Field(ge=0, description="CPU cores needed to run it at one site (CAP-01).")
+    memory_gib: float = Field(ge=0, description="Memory needed to run it at one site (CAP-01).")
+    ports: list[Port] = Field(default_factory=list, description="Ports the service listens on.")
+    database: Database | None = Field(default=None, description="PostgreSQL database (CloudNativePG).")
+    backup: Backup | None = Field(default=None, description="Backup schedule (Velero).")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Service:
+        if not self.clusters and not self.hosts:
+            raise ValueError("a service runs somewhere: give clusters or hosts")
+        if ReplicationKind.CNPG in self.replication and self.database is None:
+            raise ValueError("replication 'cnpg' needs a database")
+        if ReplicationKind.VELERO in self.replication and self.backup is None:
+            raise ValueError("replication 'velero' needs a backup")
+        if self.dr_mode is DrMode.BACKUP_RESTORE and self.backup is None:
+            raise ValueError("dr_mode 'backup-restore' needs a backup")
+        return self
+
+
+class Institution(Entity):
+    name: Name = Field(description="Outside institution, e.g. kftc.")
+    display_name: str = Field(description="Human name, e.g. 금융결제원.")
+    cidrs: list[ipaddress.IPv4Network] = Field(min_length=1, description="Its networks we connect to.")
+    ports: list[Port] = Field(min_length=1, description="Ports it is reached on (EXT-01).")
+
+
+ENDPOINT_RE = re.compile(r"^(internet|(segment|service|host|institution):[a-z][a-z0-9-]*[a-z0-9])$")
+EndpointRef = Annotated[
+    str,
+    StringConstraints(pattern=ENDPOINT_RE.pattern),
+    Field(description="'internet', or 'segment:NAME', 'service:NAME', 'host:NAME', 'institution:NAME'."),
+]
+
+
+class Flow(Entity):
+    name: Name = Field(description="Flow name.")
+    source: EndpointRef = Field(description="Who opens the connection.")
+    destination: EndpointRef = Field(description="Who listens.")
+    protocol: Protocol = Field(default=Protocol.TCP, description="tcp or udp.")
+    ports: list[Port] | Literal["any"] = Field(description="Destination ports, or 'any' (EXT-01 flags it).")
+    purpose: str = Field(default="", description="Why the flow exists (NS-03).")
+    cross_site: bool = Field(default=False, description="Connects the two sites (else paired per site).")
+
+
+class LinkEnd(Entity):
+    site: Name = Field(description="Site of this end.")
+    address: ipaddress.IPv4Address = Field(description="Router address of this end on the link network.")
+
+
+class Link(Entity):
+    name: Name = Field(description="Inter-site link name.")
+    carrier: str = Field(min_length=1, description="Carrier providing the circuit.")
+    path: str = Field(min_length=1, description="Physical route; independent links have distinct paths.")
+    bandwidth_gbps: float = Field(gt=0, description="Capacity.")
+    network: ipaddress.IPv4Network = Field(description="Point-to-point network of the link.")
+    ends: list[LinkEnd] = Field(min_length=2, max_length=2, description="The two ends.")
+
+
+class Waiver(Entity):
+    rule: str = Field(pattern=r"^[A-Z]{2,4}-\d{2}$", description="Rule id waived, e.g. DR-01.")
+    target: str = Field(min_length=1, description="Finding target, e.g. 'service:jb-card'.")
+    reason: str = Field(min_length=10, description="Why the waiver is acceptable.")
+    approval: str = Field(min_length=3, description="정보보호위원회 resolution reference.")
+    expires: dt.date = Field(description="Last day the waiver holds.")
+
+
+# --------------------------------------------------------------------------- topology
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One reference problem: where (a field path inside the topology) and what."""
+
+    loc: tuple[str | int, ...]
+    message: str
+
+
+class ReferenceErrors(Exception):
+    """Raised by :class:`Topology` with every dangling reference found."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__(f"{len(problems)} reference problem(s)")
+        self.problems = problems
+
+
+ENTITY_LISTS: tuple[str, ...] = (
+    "sites",
+    "tenants",
+    "segments",
+    "hosts",
+    "clusters",
+    "services",
+    "institutions",
+    "flows",
+    "links",
+    "waivers",
+)
+
+
+class Topology(Entity):
+    """An environment: the merge of every YAML file in ``inventories/<env>/``."""
+
+    environment: Environment = Field(description="Settings of the environment.")
+    sites: list[Site] = Field(min_length=1, description="Data center sites.")
+    tenants: list[Tenant] = Field(min_length=1, description="Tenants.")
+    segments: list[Segment] = Field(default_factory=list, description="Network segments.")
+    hosts: list[Host] = Field(default_factory=list, description="Bare-metal hosts.")
+    clusters: list[Cluster] = Field(default_factory=list, description="Kubernetes clusters.")
+    services: list[Service] = Field(default_factory=list, description="Services the banks run.")
+    institutions: list[Institution] = Field(default_factory=list, description="Outside institutions.")
+    flows: list[Flow] = Field(default_factory=list, description="Allowed connections; the rest is denied.")
+    links: list[Link] = Field(default_factory=list, description="Inter-site replication links.")
+    waivers: list[Waiver] = Field(default_factory=list, description="Approved exceptions to rules.")
+
+    _index: dict[str, dict[str, Any]] = PrivateAttr(default_factory=dict)
+    _cache: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    @property
+    def cache(self) -> dict[str, Any]:
+        """Derived data computed once per loaded topology (e.g. expanded flows)."""
+        private = self.__pydantic_private__  # not self._cache: pydantic's __getattr__ is slow
+        assert private is not None
+        return private["_cache"]  # type: ignore[no-any-return]
+
+    # -- lookups ----------------------------------------------------------------------
+
+    def _table(self, kind: str) -> dict[str, Any]:
+        # Straight from the private slot: ``self._index`` goes through pydantic's
+        # ``__getattr__``, slow enough to matter for 100,000 lookups.
+        private = self.__pydantic_private__
+        assert private is not None
+        return private["_index"][kind]  # type: ignore[no-any-return]
+
+    def site(self, name: str) -> Site:
+        return self._table("sites")[name]  # type: ignore[no-any-return]
+
+    def tenant(self, name: str) -> Tenant:
+        return self._table("tenants")[name]  # type: ignore[no-any-return]
+
+    def segment(self, name: str) -> Segment:
+        return self._table("segments")[name]  # type: ignore[no-any-return]
+
+    def host(self, name: str) -> Host:
+        return self._table("hosts")[name]  # type: ignore[no-any-return]
+
+    def cluster(self, name: str) -> Cluster:
+        return self._table("clusters")[name]  # type: ignore[no-any-return]
+
+    def service(self, name: str) -> Service:
+        return self._table("services")[name]  # type: ignore[no-any-return]
+
+    def institution(self, name: str) -> Institution:
+        return self._table("institutions")[name]  # type: ignore[no-any-return]
+
+    def segments_at(self, site: str) -> list[Segment]:
+        return [s for s in self.segments if s.site == site]
+
+    def hosts_at(self, site: str) -> list[Host]:
+        return [h for h in self.hosts if h.site == site]
+
+    def clusters_at(self, site: str) -> list[Cluster]:
+        return [c for c in self.clusters if c.site == site]
+
+    def cluster_hosts(self, cluster: str) -> list[Host]:
+        return [h for h in self.hosts if h.cluster == cluster]
+
+    def peer_site(self, site: str) -> str:
+        """The other site (each site is the other's DR site)."""
+        others = [s.name for s in self.sites if s.name != site]
+        if not others:
+            raise KeyError(f"site {site!r} has no peer")
+        return others[0]
+
+    def management_address(self, host: Host) -> ipaddress.IPv4Address:
+        """The address Ansible and the lab reach a host on: its first mgmt-zone interface."""
+        for iface in host.interfaces:
+            if self.segment(iface.segment).zone is Zone.MGMT:
+                return iface.address
+        return host.interfaces[0].address
+
+    def service_sites(self, service: Service) -> list[str]:
+        """Sites the service runs at, primary first."""
+        sites = {self.cluster(c).site for c in service.clusters} | {self.host(h).site for h in service.hosts}
+        return sorted(sites, key=lambda s: (s != service.primary_site, s))
+
+    def today(self) -> dt.date:
+        return self.environment.today or dt.date.today()
+
+    def iter_entities(self) -> Iterator[tuple[str, Entity]]:
+        """Every named entity as ('kind:name', entity)."""
+        for key in ENTITY_LISTS:
+            kind = key[:-1]
+            for item in getattr(self, key):
+                name = getattr(item, "name", None)
+                if name is None:
+                    name = f"{item.rule}@{item.target}"
+                yield f"{kind}:{name}", item
+
+    # -- reference resolution ------------------------------------------------------------
+
+    @model_validator(mode="after")
+    def _resolve(self) -> Topology:
+        index: dict[str, dict[str, Any]] = {}
+        for key in ENTITY_LISTS:
+            if key == "waivers":
+                continue
+            table: dict[str, Any] = {}
+            for item in getattr(self, key):
+                table.setdefault(item.name, item)  # duplicates are findings (STR-01)
+            index[key] = table
+        self._index = index
+        problems: list[Problem] = []
+
+        def need(kind: str, name: str | None, loc: tuple[str | int, ...], owner: str) -> None:
+            if name is not None and name not in index[kind]:
+                known = ", ".join(sorted(index[kind])[:8]) or "none declared"
+                problems.append(
+                    Problem(loc, f"{owner} refers to {kind[:-1]} {name!r}, which is not declared "
+                                 f"(known: {known})")
+                )
+
+        env = self.environment
+        for i, name in enumerate(env.deploy_order):
+            need("sites", name, ("environment", "deploy_order", i), "environment")
+        for i, name in enumerate(env.time_sources):
+            need("hosts", name, ("environment", "time_sources", i), "environment")
+        for i, seg in enumerate(self.segments):
+            owner = f"segment {seg.name!r}"
+            need("sites", seg.site, ("segments", i, "site"), owner)
+            need("tenants", seg.tenant, ("segments", i, "tenant"), owner)
+        sites, tenants, clusters, segments = (index[k] for k in ("sites", "tenants", "clusters", "segments"))
+        for i, host in enumerate(self.hosts):
+            # membership first: this loop and the flows' run 100,000s of times on a big topology
+            if (host.site in sites and host.tenant in tenants
+                    and (host.cluster is None or host.cluster in clusters)
+                    and all(iface.segment in segments for iface in host.interfaces)
+                    and not host.time_sources):
+                continue
+            owner = f"host {host.name!r}"
+            need("sites", host.site, ("hosts", i, "site"), owner)
+            need("tenants", host.tenant, ("hosts", i, "tenant"), owner)
+            need("clusters", host.cluster, ("hosts", i, "cluster"), owner)
+            for j, iface in enumerate(host.interfaces):
+                need("segments", iface.segment, ("hosts", i, "interfaces", j, "segment"), owner)
+            for j, ts in enumerate(host.time_sources or []):
+                need("hosts", ts, ("hosts", i, "time_sources", j), owner)
+        for i, cl in enumerate(self.clusters):
+            owner = f"cluster {cl.name!r}"
+            need("sites", cl.site, ("clusters", i, "site"), owner)
+            for j, t in enumerate(cl.tenants):
+                need("tenants", t, ("clusters", i, "tenants", j), owner)
+        for i, svc in enumerate(self.services):
+            owner = f"service {svc.name!r}"
+            need("tenants", svc.tenant, ("services", i, "tenant"), owner)
+            need("sites", svc.primary_site, ("services", i, "primary_site"), owner)
+            for j, c in enumerate(svc.clusters):
+                need("clusters", c, ("services", i, "clusters", j), owner)
+            for j, h in enumerate(svc.hosts):
+                need("hosts", h, ("services", i, "hosts", j), owner)
+            if svc.backup is not None:
+                need("sites", svc.backup.target_site, ("services", i, "backup", "target_site"), owner)
+        for i, flow in enumerate(self.flows):
+            for end, ref in (("source", flow.source), ("destination", flow.destination)):
+                if ref != "internet":
+                    kind, _, name = ref.partition(":")
+                    if name not in index[kind + "s"]:
+                        need(kind + "s", name, ("flows", i, end), f"flow {flow.name!r}")
+        for i, link in enumerate(self.links):
+            for j, link_end in enumerate(link.ends):
+                need("sites", link_end.site, ("links", i, "ends", j, "site"), f"link {link.name!r}")
+        if not problems:
+            # Every site a service runs at needs its (site, tenant, zone) segment.
+            placed = {(s.site, s.tenant, s.zone) for s in self.segments}
+            for i, svc in enumerate(self.services):
+                for site in self.service_sites(svc):
+                    if (site, svc.tenant, svc.zone) not in placed:
+                        problems.append(Problem(("services", i, "zone"), (
+                            f"service {svc.name!r} runs at {site} but no segment there is for tenant "
+                            f"{svc.tenant!r} in zone {svc.zone.value!r}")))
+        if problems:
+            raise ReferenceErrors(problems)
+        return self

@@ -1,0 +1,125 @@
+"""Shared fixtures. Lab tests (marker ``lab``) need root and the lab's Debian packages."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from dualdc.loader import load_topology
+from dualdc.model import Topology
+from dualdc.policy import Report, run_policy
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# The session fixture ``lab`` (a running lab twin, under the machine-wide lab lock).
+pytest_plugins = ["dualdc.lab.testing"]
+
+
+@pytest.fixture(autouse=True)
+def _repo_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test runs from the repository root, as the commands do."""
+    monkeypatch.chdir(ROOT)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if os.geteuid() == 0 and shutil.which("debootstrap"):
+        return
+    reason = "needs root and debootstrap (run ./scripts/bootstrap.sh as root)"
+    for item in items:
+        if "lab" in item.keywords:
+            item.add_marker(pytest.mark.skip(reason=reason))
+
+
+# --- editable copies of an environment, for the model, loader and policy tests -----------
+
+
+class _NoAlias(yaml.CSafeDumper):  # type: ignore[misc]
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+class TopologyCopy:
+    """A copy of an environment's YAML files that a test edits as data, then loads."""
+
+    def __init__(self, source: Path, folder: Path) -> None:
+        shutil.copytree(source, folder)
+        self.folder = folder
+        self.files = {p.name: yaml.load(p.read_text(encoding="utf-8"), Loader=yaml.CSafeLoader)
+                      for p in sorted(folder.glob("*.yaml"))}
+
+    def section(self, key: str) -> list[Any]:
+        for data in self.files.values():
+            if isinstance(data, dict) and key in data:
+                return data[key]  # type: ignore[no-any-return]
+        raise KeyError(key)
+
+    @property
+    def env(self) -> dict[str, Any]:
+        return self.section("environment")  # type: ignore[return-value]
+
+    def file_of(self, key: str) -> str:
+        return next(name for name, data in self.files.items() if isinstance(data, dict) and key in data)
+
+    def find(self, key: str, name: str) -> dict[str, Any]:
+        return next(item for item in self.section(key) if item.get("name") == name)
+
+    def remove(self, key: str, name: str) -> None:
+        items = self.section(key)
+        items.remove(self.find(key, name))
+
+    def add_flow(self, name: str, source: str, destination: str, ports: Any = (443,), **extra: Any) -> None:
+        flow = {"name": name, "source": source, "destination": destination,
+                "ports": list(ports) if not isinstance(ports, str) else ports,
+                "purpose": extra.pop("purpose", f"test flow {name} for a policy check")}
+        flow.update(extra)
+        self.section("flows").append(flow)
+
+    def save(self) -> None:
+        for name, data in self.files.items():
+            text = yaml.dump(data, Dumper=_NoAlias, sort_keys=False, allow_unicode=True, width=200)
+            (self.folder / name).write_text(text, encoding="utf-8")
+
+    def load(self) -> Topology:
+        self.save()
+        return load_topology(self.folder)
+
+    def report(self) -> Report:
+        return run_policy(self.load())
+
+    def pairs(self, rule: str | None = None, include_waived: bool = False) -> set[tuple[str, str]]:
+        """(rule, target) of the findings of the current topology, of one rule if given."""
+        return {(f.rule, f.target) for f in self.report().findings
+                if (rule is None or f.rule == rule) and (include_waived or not f.waived)}
+
+    def line_of(self, file: str, text: str, after: str | None = None) -> int:
+        """1-based line of the first line containing ``text`` (after the first containing ``after``)."""
+        lines = (self.folder / file).read_text(encoding="utf-8").splitlines()
+        start = 0
+        if after is not None:
+            start = next(i for i, line in enumerate(lines) if after in line)
+        return next(i for i, line in enumerate(lines[start:], start=start) if text in line) + 1
+
+
+@pytest.fixture
+def topology_copy(tmp_path: Path) -> TopologyCopy:
+    """An editable copy of inventories/lab (the model and policy tests call it ``lab``)."""
+    return TopologyCopy(ROOT / "inventories" / "lab", tmp_path / "lab")
+
+
+@pytest.fixture
+def copy_env(tmp_path: Path) -> Callable[[str], TopologyCopy]:
+    """Make an editable copy of any environment under inventories/."""
+
+    made: list[str] = []
+
+    def make(env: str) -> TopologyCopy:
+        made.append(env)
+        return TopologyCopy(ROOT / "inventories" / env, tmp_path / f"{env}-copy-{len(made)}")
+
+    return make
