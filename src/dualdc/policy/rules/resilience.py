@@ -1,0 +1,278 @@
+"""Disaster recovery, capacity and backup rules: DR-01, DR-02, DR-03, CAP-01, BK-01."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Iterator
+
+import networkx as nx
+
+from dualdc.model import DrMode, HostRole, ReplicationKind, Service, Severity
+from dualdc.policy.engine import Context, Finding, Param, rule
+from dualdc.policy.rules.common import check_lists
+
+ERROR = Severity.ERROR
+
+
+def _tiered(ctx: Context) -> list[Service]:
+    return [s for s in ctx.topology.services if s.tier <= ctx.get_int("tier")]
+
+
+@rule(
+    "DR-01",
+    title="Every tier-1 service has a replica at the other site, with RTO within 3 hours",
+    severity=ERROR,
+    source="전자금융감독규정 제23조 (비상대책 등의 수립·운용)",
+    params={
+        "tier": Param(1, "Services of this tier or more critical (a lower number) are checked."),
+        "max_rto_minutes": Param(180, "Longest acceptable recovery time objective."),
+    },
+)
+def dr01(ctx: Context) -> Iterator[Finding]:
+    """Every tier-1 service has a replica at the other site, with an RTO of at most 3 hours.
+
+    For each service of tier ``tier`` or lower:
+
+    - it runs at its primary site's peer too (on a cluster or host there): a replica;
+    - its DR mode is ``active-active`` or ``active-standby``: ``backup-restore`` is a
+      restore, not a replica;
+    - if it has a database, the database is replicated (``cnpg`` replica cluster);
+    - its ``rto_minutes`` is at most ``max_rto_minutes``.
+    """
+    topo = ctx.topology
+    limit = ctx.get_int("max_rto_minutes")
+    for svc in _tiered(ctx):
+        target = f"service:{svc.name}"
+        sites = topo.service_sites(svc)
+        try:
+            peer = topo.peer_site(svc.primary_site)
+        except KeyError:
+            peer = None
+        if peer is not None and peer not in sites:
+            where = ", ".join(sites) or "nowhere"
+            yield ctx.finding(
+                target,
+                f"tier-{svc.tier} service {svc.name} runs only at {where}: it needs a replica "
+                f"at {peer} (add a cluster or host there)",
+                svc,
+                "clusters" if svc.clusters else "hosts",
+            )
+        if svc.dr_mode is DrMode.BACKUP_RESTORE:
+            yield ctx.finding(
+                target,
+                f"tier-{svc.tier} service {svc.name} is recovered by backup-restore; it needs "
+                "a running replica (active-active or active-standby)",
+                svc,
+                "dr_mode",
+            )
+        if svc.database is not None and ReplicationKind.CNPG not in svc.replication:
+            yield ctx.finding(
+                target,
+                f"the database of tier-{svc.tier} service {svc.name} is not replicated to the "
+                "other site (add 'cnpg' to replication)",
+                svc,
+                "replication",
+            )
+        if svc.rto_minutes > limit:
+            yield ctx.finding(
+                target,
+                f"tier-{svc.tier} service {svc.name} has an RTO of {svc.rto_minutes} min; "
+                f"at most {limit} min is allowed",
+                svc,
+                "rto_minutes",
+            )
+
+
+def distance_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+    """Great-circle distance (haversine, mean Earth radius 6371.0088 km)."""
+    p1, p2 = math.radians(lat1), math.radians(lat2)
+    dp, dl = p2 - p1, math.radians(lon2 - lon1)
+    h = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
+    return 2 * 6371.0088 * math.asin(min(1.0, math.sqrt(h)))
+
+
+@rule(
+    "DR-02",
+    title="The two sites are at least 40 km apart",
+    severity=Severity.ADVISORY,
+    source="전자금융감독규정 제23조 (distance not fixed by law)",
+    params={"min_distance_km": Param(40.0, "Shortest acceptable great-circle distance between sites.")},
+)
+def dr02(ctx: Context) -> Iterator[Finding]:
+    """The two sites are at least 40 km apart (advisory: the law fixes no distance).
+
+    The great-circle distance between every pair of sites, from their latitude and
+    longitude, is at least ``min_distance_km``, so one regional event (flood, power, fire)
+    does not take both. The finding's target is the first site of the pair by name.
+    """
+    limit = ctx.get_float("min_distance_km")
+    for a, b in itertools.combinations(sorted(ctx.topology.sites, key=lambda s: s.name), 2):
+        km = distance_km(a.latitude, a.longitude, b.latitude, b.longitude)
+        if km < limit:
+            yield ctx.finding(
+                f"site:{a.name}",
+                f"{a.name} and {b.name} are {km:.1f} km apart; at least {limit:g} km is advised",
+                a,
+                "latitude",
+            )
+
+
+@rule(
+    "DR-03",
+    title="Replication between the sites runs over at least two independent links",
+    severity=ERROR,
+    source="전자금융감독규정 제23조 (redundancy)",
+    params={
+        "min_links": Param(2, "Fewest independent links between every pair of sites."),
+        "distinct_carriers": Param(True, "Independent links use different carriers."),
+        "distinct_paths": Param(True, "Independent links follow different physical paths."),
+    },
+)
+def dr03(ctx: Context) -> Iterator[Finding]:
+    """Replication between the sites runs over at least two independent links.
+
+    For every pair of sites, the links joining them are counted; links are independent
+    when no two share a carrier (``distinct_carriers``) or a physical path
+    (``distinct_paths``). With both, the count is a maximum matching between carriers and
+    paths (networkx): two links by one carrier over different paths count once. The
+    finding's target is the first site of the pair by name.
+    """
+    topo = ctx.topology
+    need = ctx.get_int("min_links")
+    carriers, paths = ctx.get_bool("distinct_carriers"), ctx.get_bool("distinct_paths")
+    for a, b in itertools.combinations(sorted(topo.sites, key=lambda s: s.name), 2):
+        links = [lk for lk in topo.links if {e.site for e in lk.ends} == {a.name, b.name}]
+        if carriers and paths:
+            bipartite = nx.Graph()
+            for lk in links:
+                bipartite.add_edge(("carrier", lk.carrier), ("path", lk.path))
+            count = len(nx.max_weight_matching(bipartite, maxcardinality=True))
+        elif carriers:
+            count = len({lk.carrier for lk in links})
+        elif paths:
+            count = len({lk.path for lk in links})
+        else:
+            count = len(links)
+        if count < need:
+            names = ", ".join(f"{lk.name} ({lk.carrier}, {lk.path})" for lk in links) or "none"
+            yield ctx.finding(
+                f"site:{a.name}",
+                f"{a.name} and {b.name} are joined by {count} independent link(s); "
+                f"at least {need} are needed (links: {names})",
+                a,
+            )
+
+
+@rule(
+    "CAP-01",
+    title="Either site alone can carry every tier-1 service of both sites",
+    severity=ERROR,
+    source="전자금융감독규정 제23조",
+    params={
+        "tier": Param(1, "Services of this tier or more critical are counted."),
+        "max_utilisation": Param(0.8, "Share of a site's capacity that may be planned for (0 to 1)."),
+        "capacity_roles": Param(
+            "k8s_worker,db", "Host roles whose CPU and memory carry services (comma-separated)."
+        ),
+    },
+    param_check=lambda p: (
+        check_lists(capacity_roles="role")(p)
+        or (
+            {}
+            if 0 < float(p["max_utilisation"]) <= 1
+            else {"max_utilisation": f"expected a share in (0, 1], found {p['max_utilisation']}"}
+        )
+    ),
+)
+def cap01(ctx: Context) -> Iterator[Finding]:
+    """Either site alone can carry every tier-1 service of both sites (CPU and memory).
+
+    A site's capacity is the CPU and memory of its hosts of the ``capacity_roles``
+    (Kubernetes workers and database hosts), times ``max_utilisation``. The demand is the
+    sum of the ``cpu`` and ``memory_gib`` of every service of tier ``tier`` or lower,
+    wherever its primary site is: after losing the other site, this one runs them all.
+    """
+    topo = ctx.topology
+    roles = {HostRole(r) for r in ctx.get_list("capacity_roles")}
+    share = ctx.get_float("max_utilisation")
+    services = _tiered(ctx)
+    cpu_need = sum(s.cpu for s in services)
+    mem_need = sum(s.memory_gib for s in services)
+    for site in topo.sites:
+        hosts = [h for h in topo.hosts_at(site.name) if h.role in roles]
+        cpu = sum(h.cpu for h in hosts) * share
+        mem = sum(h.memory_gib for h in hosts) * share
+        short = []
+        if cpu_need > cpu:
+            short.append(f"{cpu_need:g} CPU cores against {cpu:g} usable")
+        if mem_need > mem:
+            short.append(f"{mem_need:g} GiB of memory against {mem:g} usable")
+        if short:
+            yield ctx.finding(
+                f"site:{site.name}",
+                f"{site.name} alone cannot carry the {len(services)} tier-"
+                f"{ctx.get_int('tier')} services of both sites: {' and '.join(short)} "
+                f"({share:.0%} of its {', '.join(sorted(r.value for r in roles))} hosts)",
+                site,
+            )
+
+
+@rule(
+    "BK-01",
+    title="Backups land at the other site",
+    severity=ERROR,
+    source="전자금융감독규정 제23조; DORA Art. 12",
+    params={
+        "tier": Param(1, "Stateful services of this tier or more critical must be backed up."),
+        "min_retention_days": Param(30, "Shortest acceptable backup retention."),
+    },
+)
+def bk01(ctx: Context) -> Iterator[Finding]:
+    """Backups land at the other site.
+
+    Every service with a ``backup`` sends it to a site other than its primary site, and
+    that site has a ``backup`` host to receive it; backups are kept at least
+    ``min_retention_days``. Every stateful service (one with a database or a replication
+    mechanism) of tier ``tier`` or lower has a backup at all: replication copies mistakes
+    too, only a backup undoes them.
+    """
+    topo = ctx.topology
+    keep = ctx.get_int("min_retention_days")
+    receivers = {h.site for h in topo.hosts if h.role is HostRole.BACKUP}
+    for svc in topo.services:
+        target = f"service:{svc.name}"
+        backup = svc.backup
+        if backup is None:
+            if svc.tier <= ctx.get_int("tier") and (svc.database is not None or svc.replication):
+                yield ctx.finding(
+                    target,
+                    f"tier-{svc.tier} service {svc.name} holds state but declares no backup to "
+                    "the other site",
+                    svc,
+                )
+            continue
+        if backup.target_site == svc.primary_site:
+            yield ctx.finding(
+                target,
+                f"the backups of {svc.name} land at its primary site {svc.primary_site}; "
+                "send them to the other site",
+                backup,
+                "target_site",
+            )
+        elif backup.target_site not in receivers:
+            yield ctx.finding(
+                target,
+                f"the backups of {svc.name} go to {backup.target_site}, which has no backup "
+                "host to receive them",
+                backup,
+                "target_site",
+            )
+        if backup.retention_days < keep:
+            yield ctx.finding(
+                target,
+                f"the backups of {svc.name} are kept {backup.retention_days} days; at least "
+                f"{keep} are required",
+                backup,
+                "retention_days",
+            )

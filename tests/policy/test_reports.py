@@ -1,0 +1,149 @@
+"""Renderings of a policy report: text, JSON (documented shape), SARIF 2.1.0 and JUnit XML."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from xml.etree import ElementTree as ET
+
+import jsonschema
+import pytest
+
+from dualdc.loader import load_environment
+from dualdc.model import Severity
+from dualdc.policy import RULES, run_policy
+from dualdc.reports import validate as reports
+
+ROOT = Path(__file__).resolve().parents[2]
+# The public SARIF schema lives in ../shared/schemas/ beside the clone (CI checks out shared/ there too).
+SARIF_SCHEMA = Path(os.environ.get("DUALDC_SARIF_SCHEMA",
+                                   ROOT.parent / "shared" / "schemas" / "sarif-schema-2.1.0.json"))
+
+
+@pytest.fixture
+def broken(lab):
+    """A lab copy with two errors, a warning and a waived finding."""
+    lab.add_flow("dmz-to-core", "segment:gj-kjbank-dmz", "service:kj-core-banking", [8443])
+    lab.find("segments", "gj-jbbank-dmz")["vlan"] = 210
+    lab.add_flow("gj-to-jj-mgmt", "segment:gj-group-mgmt", "segment:jj-group-mgmt", [22])
+    lab.env["access"]["lockout_attempts"] = 6
+    lab.env["today"] = "2026-06-01"
+    lab.files["services.yaml"]["waivers"] = [{
+        "rule": "PW-01", "target": "environment:lab", "reason": "Legacy terminals until their replacement.",
+        "approval": "정보보호위원회 2026-07", "expires": "2026-12-31"}]
+    return lab
+
+
+def test_text_groups_findings_by_severity(broken):
+    report = broken.report()
+    text = reports.render_text(report)
+    errors = text.index("errors (2)")
+    warnings = text.index("warnings (1)")
+    waived = text.index("waived (1)")
+    assert errors < warnings < waived
+    assert "NS-01" in text[errors:warnings] and "STR-03" in text[errors:warnings]
+    assert "STR-13" in text[warnings:waived] and "정보보호위원회 2026-07" in text[waived:]
+    assert "FAILED" in text.splitlines()[-1]
+    assert all(line == line.rstrip() for line in text.splitlines())
+
+
+def test_json_shape_is_documented_and_stable(broken):
+    data = json.loads(reports.render_json(broken.report()))
+    assert data["schema"] == "dualdc.validate/1"
+    assert data["passed"] is False and data["fail_on"] == "error"
+    assert data["summary"] == {"error": 2, "warning": 1, "advisory": 0, "waived": 1, "rules": len(RULES),
+                               "failing": 2}
+    ns01 = next(f for f in data["findings"] if f["rule"] == "NS-01")
+    assert ns01["target"] == "flow:dmz-to-core" and ns01["severity"] == "error" and ns01["waived"] is False
+    assert ns01["location"]["line"] == broken.line_of("services.yaml", "destination: service:kj-core-banking",
+                                                      after="name: dmz-to-core")
+    waived = next(f for f in data["findings"] if f["waived"])
+    assert waived["waiver"] == {"reason": "Legacy terminals until their replacement.",
+                                "approval": "정보보호위원회 2026-07", "expires": "2026-12-31"}
+    assert {r["id"] for r in data["rules"]} == set(RULES)
+    doc = (ROOT / "docs" / "validate-json.md").read_text(encoding="utf-8")
+    keys = set(data) | set(data["summary"]) | set(data["rules"][0]) | set(ns01) | set(ns01["location"]) | set(
+        waived["waiver"]) | set(data["tool"])
+    undocumented = sorted(k for k in keys if f"`{k}`" not in doc)
+    assert undocumented == []
+
+
+def _sarif(report) -> dict:
+    return json.loads(reports.render_sarif(report, root=ROOT))
+
+
+def test_sarif_lists_every_rule_and_locates_results(broken):
+    report = broken.report()
+    sarif = _sarif(report)
+    run = sarif["runs"][0]
+    rules = run["tool"]["driver"]["rules"]
+    assert sarif["version"] == "2.1.0"
+    assert [r["id"] for r in rules] == sorted(RULES)
+    ns01_rule = rules[[r["id"] for r in rules].index("NS-01")]
+    assert "전자금융감독규정" in ns01_rule["properties"]["source"] and ns01_rule["help"]["markdown"]
+    assert ns01_rule["defaultConfiguration"]["level"] == "error"
+    results = {(r["ruleId"], r["properties"]["target"]): r for r in run["results"]}
+    ns01 = results[("NS-01", "flow:dmz-to-core")]
+    assert rules[ns01["ruleIndex"]]["id"] == "NS-01"
+    region = ns01["locations"][0]["physicalLocation"]["region"]
+    assert region["startLine"] == broken.line_of("services.yaml", "destination: service:kj-core-banking",
+                                                 after="name: dmz-to-core")
+    assert region["startColumn"] >= 1
+    assert results[("STR-13", "flow:gj-to-jj-mgmt")]["level"] == "warning"
+    suppression = results[("PW-01", "environment:lab")]["suppressions"][0]
+    assert suppression["kind"] == "external" and "정보보호위원회 2026-07" in suppression["justification"]
+
+
+def test_sarif_paths_are_relative_to_the_repository():
+    report = run_policy(load_environment("production"))
+    (result,) = _sarif(report)["runs"][0]["results"]  # the waived DR-01 finding
+    location = result["locations"][0]["physicalLocation"]["artifactLocation"]
+    assert location == {"uri": "inventories/production/services.yaml", "uriBaseId": "%SRCROOT%"}
+
+
+@pytest.mark.skipif(not SARIF_SCHEMA.is_file(), reason=f"the SARIF 2.1.0 schema is not at {SARIF_SCHEMA} "
+                    "(set DUALDC_SARIF_SCHEMA)")
+@pytest.mark.parametrize("env", ["broken", "production"])
+def test_sarif_validates_against_the_sarif_2_1_0_schema(env, broken):
+    report = broken.report() if env == "broken" else run_policy(load_environment("production"))
+    schema = json.loads(SARIF_SCHEMA.read_text(encoding="utf-8"))
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    assert [e.message for e in validator.iter_errors(_sarif(report))] == []
+
+
+def test_junit_has_a_test_case_per_rule_and_a_failure_per_failing_finding(broken):
+    report = broken.report()
+    root = ET.fromstring(reports.render_junit(report))
+    cases = root.findall("./testsuite/testcase")
+    assert len(cases) == len(RULES)
+    by_rule = {c.get("name").split()[0]: c for c in cases}
+    assert len(by_rule["NS-01"].findall("failure")) == 1
+    assert by_rule["NS-01"].find("failure").get("message").startswith("flow:dmz-to-core: ")
+    assert len(by_rule["STR-03"].findall("failure")) == 1
+    assert by_rule["STR-13"].findall("failure") == []  # a warning: reported, not failed
+    assert "gj-to-jj-mgmt" in by_rule["STR-13"].find("system-out").text
+    assert "waived by 정보보호위원회 2026-07" in by_rule["PW-01"].find("system-out").text
+    assert root.get("failures") == "2" and root.find("testsuite").get("tests") == str(len(RULES))
+    # failing on warnings turns the warning into a failure
+    strict = ET.fromstring(reports.render_junit(report, Severity.WARNING))
+    assert strict.get("failures") == "3"
+
+
+def test_exit_codes(broken, copy_env):
+    assert reports.exit_code(broken.report()) == 2
+    clean = run_policy(load_environment("lab"))
+    assert reports.exit_code(clean) == 0
+    lab = copy_env("lab")
+    site = lab.find("sites", "jeonju")
+    site["latitude"], site["longitude"] = 35.23, 126.85  # DR-02 advisory only
+    advisory = lab.report()
+    assert reports.exit_code(advisory) == 0
+    assert reports.exit_code(advisory, Severity.ADVISORY) == 2
+
+
+def test_json_is_plain_utf8_and_ends_with_a_newline(broken):
+    text = reports.render_json(broken.report())
+    assert text.endswith("}\n") and "정보보호위원회" in text
+    assert not re.search(r"\\u[0-9a-f]{4}", text)
