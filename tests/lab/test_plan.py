@@ -1,0 +1,115 @@
+"""The lab's layout, firewall and probe plan, derived from the lab topology (no root needed)."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+import pytest
+
+from dualdc.flows import connections
+from dualdc.lab import firewall, plan, verify
+from dualdc.lab.errors import LabError
+from dualdc.loader import load_environment
+from dualdc.model import Topology, Zone
+
+INFRA = ipaddress.IPv4Network("100.64.254.0/24")
+
+
+@pytest.fixture(scope="module")
+def topology() -> Topology:
+    return load_environment("lab")
+
+
+@pytest.fixture(scope="module")
+def layout(topology: Topology) -> plan.LabPlan:
+    return plan.build(topology, INFRA)
+
+
+def test_every_host_keeps_the_models_interfaces(topology: Topology, layout: plan.LabPlan) -> None:
+    assert set(layout.hosts) == {h.name for h in topology.hosts}
+    for host in topology.hosts:
+        hp = layout.hosts[host.name]
+        model = [(i.name, str(i.address)) for i in host.interfaces]
+        assert [(n.name, str(n.address)) for n in hp.nics] == model
+        assert hp.mgmt_address == topology.management_address(host)
+
+
+def test_kernel_names_are_short_unique_and_deterministic(topology: Topology, layout: plan.LabPlan) -> None:
+    names = list(layout.names())
+    assert all(len(n) <= 15 and re.fullmatch(r"[a-z0-9]+", n) for n in names)
+    assert len(names) == len(set(names))
+    again = plan.build(topology, INFRA)
+    assert again.names() == layout.names()
+
+
+def test_routers_own_the_gateways_and_route_the_peer_site(topology: Topology, layout: plan.LabPlan) -> None:
+    for site, router in layout.routers.items():
+        gateways = {leg.address for leg in router.legs}
+        assert gateways == {s.gateway for s in topology.segments_at(site)}
+        assert {e.link for e in router.links} == {link.name for link in topology.links}
+        peer = {s.cidr for s in topology.segments if s.site != site}
+        assert set(router.peer_networks) == peer
+        assert router.controller_net.subnet_of(INFRA)
+
+
+def test_default_route_via_the_primary_interface_and_mgmt_routes(layout: plan.LabPlan) -> None:
+    worker = layout.hosts["gj-core-wk-01"]
+    assert worker.primary == "eth1"  # the first interface outside mgmt
+    assert worker.mgmt == "eth0"
+    assert ipaddress.IPv4Network("10.20.10.0/24") in worker.mgmt_routes  # the other site's mgmt
+    assert INFRA in worker.mgmt_routes  # the controller's links
+    bastion = layout.hosts["gj-bastion-01"]
+    assert bastion.primary == "eth0" and bastion.mgmt_routes == ()
+
+
+def test_infra_network_overlapping_the_model_is_refused(topology: Topology) -> None:
+    with pytest.raises(LabError, match="overlaps segment gj-group-mgmt"):
+        plan.build(topology, ipaddress.IPv4Network("10.10.10.0/24"))
+
+
+def test_firewall_allows_each_routed_connection_and_nothing_inside_a_segment(
+        topology: Topology, layout: plan.LabPlan) -> None:
+    text = firewall.ruleset(topology, layout.routers["gwangju"])
+    assert "policy drop;" in text
+    assert 'iifname "controller" ip daddr 10.10.10.0/24 tcp dport 22' in text
+    assert "ip saddr 10.10.210.0/24 ip daddr 10.10.110.0/24 tcp dport 9443" in text  # kj-ib-to-api
+    assert "ip daddr 10.10.210.0/24 tcp dport 443" in text  # the internet: any source
+    assert "ip saddr 10.10.40.0/24 ip daddr 10.20.40.0/24 tcp dport { 5432, 8000 }" in text
+    # Same-segment flows (kj-api-to-core) are switched, never routed: no rule.
+    assert "flow kj-api-to-core" not in text
+    # Jeonju-only flows are not in Gwangju's router.
+    assert "flow jj-core-k8s-api" not in text
+    routed = [c for c in connections(topology) if firewall.relevant(c, "gwangju")]
+    assert {c.flow.name for c in routed} == set(re.findall(r'comment "flow ([a-z0-9-]+):', text))
+
+
+def test_probe_plan_covers_every_connection_and_forbids_only_what_no_flow_allows(
+        topology: Topology, layout: plan.LabPlan) -> None:
+    probes, skipped = verify.plan_probes(topology, layout)
+    assert skipped == []
+    declared = {p.reason.removeprefix("flow ") for p in probes
+                if p.kind == "declared" and p.category == "flow"}
+    assert declared == {f.name for f in topology.flows}
+    conns = connections(topology)
+    forbidden = [p for p in probes if p.kind == "forbidden"]
+    categories = {p.category for p in forbidden}
+    assert {"dmz-to-internal", "bank-to-bank", "to-mgmt", "controller", "sample"} <= categories
+    for p in forbidden:
+        if p.source[0] == "host":
+            assert not verify._allowed(conns, ipaddress.IPv4Address(p.src), ipaddress.IPv4Address(p.dst),
+                                       p.proto, p.port), p
+    # The same plan every time (the sample is seeded).
+    assert [p.id for p in verify.plan_probes(topology, layout)[0]] == [p.id for p in probes]
+
+
+def test_forbidden_mgmt_probes_come_from_outside_mgmt(topology: Topology, layout: plan.LabPlan) -> None:
+    probes, _ = verify.plan_probes(topology, layout)
+    mgmt_nets = [s.cidr for s in topology.segments if s.zone is Zone.MGMT]
+    for p in probes:
+        if p.category == "to-mgmt":
+            assert p.port == 22
+            assert any(ipaddress.IPv4Address(p.dst) in n for n in mgmt_nets)
+            src_in = [n for n in mgmt_nets if ipaddress.IPv4Address(p.src) in n]
+            dst_in = [n for n in mgmt_nets if ipaddress.IPv4Address(p.dst) in n]
+            assert src_in != dst_in  # never from inside the same mgmt segment (bastion's L2)
