@@ -1,0 +1,293 @@
+"""Run the site playbook through ansible-runner and collect a :class:`RunResult`.
+
+A run keeps its artifacts the way AWX does: ``.state/<env>/artifacts/<ident>/`` holds
+``job_events/``, ``stdout``, ``rc``, ``status`` and ``command`` (plus ``dualdc_skips.jsonl``,
+the reasons tasks were skipped). The ``command`` file's environment is reduced to the
+variables that steer Ansible before the run starts, so no credential of the caller's
+environment is kept there.
+
+Speed: the defaults are ``forks`` = every host at once, the ``free`` strategy, pipelining
+and SSH connection reuse; the playbook gathers no facts (the roles read only the model's
+hostvars). Stock ``ansible-playbook -i inventories/<env> playbooks/site.yml`` runs the same
+playbook with Ansible's own defaults.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+import shlex
+import shutil
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ansible_runner
+
+from dualdc.ansible.results import Collector, RunOptions, RunResult, TaskResult
+from dualdc.ops.redact import scrub
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+CALLBACK_DIR = PACKAGE_DIR / "callback_plugins"
+SKIPS_FILE = "dualdc_skips.jsonl"
+#: Artifact directories kept per environment (older ones are removed by ansible-runner).
+KEEP_ARTIFACTS = 40
+STRATEGIES = ("free", "linear")
+#: Environment variables kept (with their values) in the artifacts' ``command`` file.
+KEPT_ENV = re.compile(r"^(ANSIBLE_[A-Z0-9_]+|DUALDC_SKIPS_FILE|PATH|LANG|LC_ALL|PYTHONPATH|HOME|USER)$")
+
+
+def project_root() -> Path:
+    """The checkout (where ``ansible.cfg`` and ``playbooks/`` are)."""
+    here = PACKAGE_DIR.parents[2]
+    if (here / "ansible.cfg").is_file() and (here / "playbooks").is_dir():
+        return here
+    return Path.cwd().resolve()
+
+
+class RunError(Exception):
+    """The run could not be started (bad options, missing playbook or inventory)."""
+
+
+@dataclass
+class PlaybookRun:
+    """What to run, and how. Every option has a fast default."""
+
+    env: str
+    site: str | None = None
+    limit: str | None = None
+    """An extra host pattern (a host, a group), intersected with the site's hosts."""
+    check: bool = False
+    diff: bool = True
+    forks: int = 50
+    strategy: str = "free"
+    pipelining: bool = True
+    ssh_control_persist: int = 120
+    """Seconds an idle SSH master connection stays up between tasks (and runs)."""
+    timeout: int | None = None
+    """Cancel the run after this many seconds."""
+    playbook: str = "playbooks/site.yml"
+    """Relative to ``root``."""
+    inventory: str | None = None
+    """Relative to ``root``; default ``inventories/<env>``."""
+    extravars: dict[str, Any] = field(default_factory=dict)
+    root: Path = field(default_factory=project_root)
+    cancel: Callable[[], bool] | None = None
+    """Polled while the run goes; True cancels it (ansible-runner ends the playbook's processes).
+    Given, ansible-runner also leaves the caller's SIGINT/SIGTERM handlers alone."""
+    state_root: Path | None = None
+    """Default: ``<root>/.state``."""
+
+    def host_pattern(self) -> str | None:
+        parts = []
+        if self.site:
+            parts.append(f"site_{self.site.replace('-', '_')}")
+        if self.limit:
+            parts.append(self.limit)
+        if not parts:
+            return None
+        return ":&".join(parts) if len(parts) > 1 else parts[0]
+
+    def validate(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise RunError(f"strategy must be one of {', '.join(STRATEGIES)}, not {self.strategy!r}")
+        if self.forks < 1:
+            raise RunError(f"forks must be at least 1, not {self.forks}")
+        if not (self.root / self.playbook).is_file():
+            raise RunError(f"no playbook {self.playbook} under {self.root}")
+        if self.inventory is not None:
+            if not (self.root / self.inventory).exists():
+                raise RunError(f"no inventory {self.inventory} under {self.root}")
+        elif not (self.root / "inventories" / self.env / "inventory.dualdc.yml").is_file():
+            raise RunError(f"no environment {self.env!r}: "
+                           f"inventories/{self.env}/inventory.dualdc.yml is missing")
+
+    def stock_command(self) -> str:
+        """The equivalent ``ansible-playbook`` command line (for people; the run uses the runner)."""
+        args = ["ansible-playbook", "-i", self.inventory or f"inventories/{self.env}", self.playbook,
+                "--forks", str(self.forks)]
+        pattern = self.host_pattern()
+        if pattern:
+            args += ["--limit", pattern]
+        if self.check:
+            args.append("--check")
+        if self.diff:
+            args.append("--diff")
+        env = f"ANSIBLE_STRATEGY={self.strategy} ANSIBLE_PIPELINING={self.pipelining} "
+        return env + " ".join(shlex.quote(a) for a in args)
+
+
+EventSink = Callable[[dict[str, Any], TaskResult | None], None]
+
+
+def _ident(check: bool) -> str:
+    now = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    return f"{now}-{'check' if check else 'apply'}-{uuid.uuid4().hex[:6]}"
+
+
+def _tool_dir() -> Path:
+    """The folder of this Python's console scripts (the virtualenv's bin/)."""
+    return Path(sys.executable).parent
+
+
+def _tool_path() -> str:
+    """PATH for the run: this Python's console scripts (the virtualenv's bin/) first.
+
+    ansible-runner looks ``ansible-playbook`` up on the PATH it is given, so an unactivated
+    ``.venv/bin/invoke`` still runs the virtualenv's Ansible.
+    """
+    path = os.pathsep.join([str(_tool_dir()), os.environ.get("PATH", os.defpath)])
+    if shutil.which("ansible-playbook", path=path) is None:
+        raise RunError("ansible-playbook is not installed: run ./scripts/bootstrap.sh "
+                       "(it installs ansible-core into .venv)")
+    return path
+
+
+def _envvars(run: PlaybookRun, skips_file: Path) -> dict[str, str]:
+    ssh_args = (f"-o ControlMaster=auto -o ControlPersist={run.ssh_control_persist}s "
+                "-o PreferredAuthentications=publickey")
+    return {
+        "ANSIBLE_CONFIG": str(run.root / "ansible.cfg"),
+        # ansible-runner turns host key checking off unless told otherwise, and ssh keeps the first
+        # StrictHostKeyChecking it is given: keep it on, as ansible.cfg and the lab's known_hosts want.
+        "ANSIBLE_HOST_KEY_CHECKING": "True",
+        "ANSIBLE_STRATEGY": run.strategy,
+        "ANSIBLE_PIPELINING": "True" if run.pipelining else "False",
+        "ANSIBLE_SSH_ARGS": ssh_args,
+        "ANSIBLE_CALLBACK_PLUGINS": str(CALLBACK_DIR),
+        "ANSIBLE_CALLBACKS_ENABLED": "dualdc_skips",
+        "ANSIBLE_RETRY_FILES_ENABLED": "False",
+        "ANSIBLE_NOCOLOR": "True",
+        "ANSIBLE_FORCE_COLOR": "False",
+        "DUALDC_SKIPS_FILE": str(skips_file),
+        "PATH": _tool_path(),
+    }
+
+
+def _scrub_command_file(artifacts: Path) -> None:
+    """Keep only Ansible's own variables in the ``command`` artifact (it holds the whole environment)."""
+    path = artifacts / "command"
+    if not path.is_file():
+        return
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        path.unlink(missing_ok=True)
+        return
+    env = data.get("env") or {}
+    data["env"] = {k: scrub(str(v)) for k, v in env.items() if KEPT_ENV.match(k)}
+    tmp = path.with_name(".command.tmp")
+    tmp.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    tmp.chmod(0o600)
+    tmp.replace(path)
+
+
+def run_playbook(run: PlaybookRun, on_event: EventSink | None = None) -> RunResult:
+    """Run the playbook; stream each event to ``on_event``; return the collected result.
+
+    Raises :class:`RunError` when the run cannot start. A run that starts always returns a
+    result, whatever happens on the hosts (see :meth:`RunResult.exit_code`).
+    """
+    run.validate()
+    state = (run.state_root or run.root / ".state") / run.env
+    state.mkdir(parents=True, exist_ok=True)
+    ident = _ident(run.check)
+    artifacts = state / "artifacts" / ident
+    artifacts.mkdir(parents=True, mode=0o700)
+    skips_file = artifacts / SKIPS_FILE
+    collector = Collector(run.check)
+
+    def handle(event: dict[str, Any]) -> bool:
+        result = collector.handle(event)
+        if on_event is not None:
+            on_event(event, result)
+        return True
+
+    def on_status(data: dict[str, Any], runner_config: Any = None) -> None:
+        if data.get("status") == "running":
+            _scrub_command_file(artifacts)
+
+    cmdline = " ".join(a for a in ("--check" if run.check else "", "--diff" if run.diff else "") if a)
+    started = dt.datetime.now(dt.UTC)
+    t0 = time.monotonic()
+    options = RunOptions(forks=run.forks, strategy=run.strategy, pipelining=run.pipelining, check=run.check,
+                         diff=run.diff, limit=run.host_pattern())
+    kwargs: dict[str, Any] = {
+        "private_data_dir": str(state),
+        "project_dir": str(run.root),
+        "playbook": str(run.root / run.playbook),
+        "inventory": str(run.root / (run.inventory or f"inventories/{run.env}")),
+        "ident": ident,
+        "forks": run.forks,
+        "envvars": _envvars(run, skips_file),
+        "extravars": run.extravars or None,
+        "quiet": True,
+        "suppress_env_files": True,
+        "rotate_artifacts": KEEP_ARTIFACTS,
+        "event_handler": handle,
+        "status_handler": on_status,
+    }
+    if cmdline:
+        kwargs["cmdline"] = cmdline
+    if run.host_pattern():
+        kwargs["limit"] = run.host_pattern()
+    if run.timeout:
+        kwargs["timeout"] = run.timeout
+    if run.cancel is not None:
+        kwargs["cancel_callback"] = run.cancel
+    try:
+        runner = ansible_runner.run(**{k: v for k, v in kwargs.items() if v is not None})
+    finally:
+        _scrub_command_file(artifacts)
+    collector.add_skip_reasons(artifacts / SKIPS_FILE)
+    error = ""
+    if not collector.hosts:
+        error = _first_error(artifacts) or f"ansible-runner ended with status {runner.status} and no recap"
+    return RunResult(
+        env=run.env,
+        ident=ident,
+        rc=int(runner.rc if runner.rc is not None else -1),
+        status=str(runner.status),
+        artifacts_dir=artifacts,
+        options=options,
+        started=started.isoformat(timespec="seconds"),
+        seconds=round(time.monotonic() - t0, 2),
+        hosts=collector.hosts,
+        tasks=collector.tasks,
+        site=run.site,
+        error=error,
+    )
+
+
+def _first_error(artifacts: Path) -> str:
+    """The first error line Ansible printed (e.g. an inventory that does not load)."""
+    stdout = artifacts / "stdout"
+    if not stdout.is_file():
+        return ""
+    lines = stdout.read_text(encoding="utf-8", errors="replace").splitlines()
+    for i, line in enumerate(lines):
+        if "ERROR!" in line:
+            return scrub("\n".join(lines[i:i + 12]).strip())
+    return ""
+
+
+def artifacts_root(env: str, root: Path | None = None) -> Path:
+    """Where the runs of an environment keep their artifacts."""
+    return (root or project_root()) / ".state" / env / "artifacts"
+
+
+def recent_runs(env: str, root: Path | None = None) -> list[Path]:
+    """Artifact directories of an environment, newest first."""
+    base = artifacts_root(env, root)
+    if not base.is_dir():
+        return []
+    return sorted((p for p in base.iterdir() if p.is_dir()), key=lambda p: p.name, reverse=True)
+
+
+__all__ = ["PlaybookRun", "RunError", "artifacts_root", "project_root", "recent_runs", "run_playbook"]

@@ -1,0 +1,202 @@
+"""The ansible-runner wrapper on a real (local) playbook: results, diffs, check mode, secrets, artifacts.
+
+The playbook runs against ``localhost`` with the local connection on files in a temporary
+directory, so the wrapper's whole path (ansible-runner, the events, the skip-reason
+callback, the artifacts) is exercised without the lab.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dualdc.ansible import PlaybookRun, RunError, RunResult, Status, json_report, run_playbook, text_report
+from dualdc.cli import ExitCode
+
+SECRET = "s3cr3t-value-never-written"
+
+PLAYBOOK = """
+- name: Fixture play
+  hosts: all
+  gather_facts: false
+  tasks:
+    - name: Write the managed file
+      ansible.builtin.copy:
+        content: "{{{{ wanted }}}}\\n"
+        dest: "{work}/managed.txt"
+        mode: "0644"
+      notify: Say the file changed
+
+    - name: Use a secret
+      ansible.builtin.command: "echo {secret}"
+      no_log: true
+      changed_when: false
+
+    - name: Run a command
+      ansible.builtin.command: "true"
+      changed_when: false
+
+    - name: Never run
+      ansible.builtin.debug:
+        msg: never
+      when: false
+
+    - name: Fail when asked
+      ansible.builtin.fail:
+        msg: asked to fail
+      when: fail_now | default(false) | bool
+
+  handlers:
+    - name: Say the file changed
+      ansible.builtin.debug:
+        msg: changed
+      when: not ansible_check_mode
+"""
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A project root with an ansible.cfg, a local inventory and the fixture playbook."""
+    (tmp_path / "playbooks").mkdir()
+    (tmp_path / "inventories" / "fixture").mkdir(parents=True)
+    (tmp_path / "ansible.cfg").write_text("[defaults]\nretry_files_enabled = False\n")
+    (tmp_path / "inventories" / "fixture" / "hosts.ini").write_text(
+        f"[local]\nlocalhost ansible_connection=local ansible_python_interpreter={sys.executable}\n"
+        "[local:vars]\nwanted=first\n")
+    (tmp_path / "playbooks" / "fixture.yml").write_text(PLAYBOOK.format(work=tmp_path, secret=SECRET))
+    return tmp_path
+
+
+def run(project: Path, **kwargs: object) -> RunResult:
+    options = {"env": "fixture", "root": project, "playbook": "playbooks/fixture.yml",
+               "inventory": "inventories/fixture/hosts.ini", **kwargs}
+    return run_playbook(PlaybookRun(**options))  # type: ignore[arg-type]
+
+
+def test_check_then_apply_then_check(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DUALDC_TEST_TOKEN", SECRET)  # a secret in the caller's environment
+    check = run(project, check=True)
+    assert check.exit_code() == ExitCode.FINDINGS
+    assert not (project / "managed.txt").exists()
+    changed = check.changed_tasks
+    assert [t.task for t in changed] == ["Write the managed file"]
+    assert changed[0].target == f"{project}/managed.txt"
+    assert "+first" in changed[0].diff[0].unified
+    not_evaluated = {t.task: t for t in check.check_mode_skipped}
+    assert set(not_evaluated) == {"Use a secret", "Run a command", "Say the file changed"}
+    assert not_evaluated["Say the file changed"].handler
+    assert not_evaluated["Run a command"].skip_reason == "Command would have run if not in check mode"
+    # no_log hides even why a task was skipped: such a task counts as not evaluated.
+    assert not_evaluated["Use a secret"].skip_reason == "reason hidden by no_log"
+    never = next(t for t in check.tasks if t.task == "Never run")
+    assert never.status is Status.SKIPPED and not never.check_mode_skipped
+
+    apply = run(project)
+    assert apply.exit_code() == ExitCode.CLEAN
+    assert (project / "managed.txt").read_text() == "first\n"
+    assert apply.hosts["localhost"].changed == 1 and apply.hosts["localhost"].failed == 0
+
+    clean = run(project, check=True)
+    assert clean.exit_code() == ExitCode.CLEAN and not clean.changed_tasks
+
+    # Tampering shows as a diff from the live file to the wanted one.
+    (project / "managed.txt").write_text("tampered\n")
+    drift = run(project, check=True)
+    diff = drift.changed_tasks[0].diff[0].unified
+    assert "-tampered" in diff and "+first" in diff
+
+    # Nothing secret anywhere: not in the results, the reports or the artifacts.
+    for result in (check, apply, clean, drift):
+        assert SECRET not in json_report(result) and SECRET not in text_report(result)
+        for path in result.artifacts_dir.rglob("*"):
+            if path.is_file():
+                assert SECRET not in path.read_text(errors="replace"), path
+
+
+def test_artifacts_keep_the_awx_layout(project: Path) -> None:
+    result = run(project)
+    art = result.artifacts_dir
+    assert art.parent == project / ".state" / "fixture" / "artifacts"
+    assert art.name == result.ident
+    for name in ("stdout", "rc", "status", "command", "dualdc_skips.jsonl"):
+        assert (art / name).is_file(), name
+    assert (art / "rc").read_text().strip() == "0" and (art / "status").read_text().strip() == "successful"
+    events = [json.loads(p.read_text()) for p in (art / "job_events").glob("*.json")]
+    assert any(e["event"] == "playbook_on_stats" for e in events)
+    command = json.loads((art / "command").read_text())
+    assert all(k.startswith("ANSIBLE_") or k in {"PATH", "HOME", "LANG", "LC_ALL", "USER", "PYTHONPATH",
+                                                 "DUALDC_SKIPS_FILE"} for k in command["env"])
+    assert command["env"]["ANSIBLE_STRATEGY"] == "free" and command["env"]["ANSIBLE_PIPELINING"] == "True"
+
+
+def test_host_key_checking_stays_on_under_ansible_runner(project: Path) -> None:
+    """ansible-runner would set ANSIBLE_HOST_KEY_CHECKING=False; the run Ansible really got keeps it on."""
+    result = run(project)
+    command = json.loads((result.artifacts_dir / "command").read_text())
+    assert command["env"]["ANSIBLE_HOST_KEY_CHECKING"] == "True"
+
+
+def test_failed_task_and_unreachable_host_set_the_exit_code(project: Path) -> None:
+    failed = run(project, extravars={"fail_now": True})
+    assert failed.exit_code() == ExitCode.FINDINGS
+    assert failed.failed_hosts == ["localhost"]
+    assert failed.failed_tasks[0].msg == "asked to fail"
+    inv = project / "inventories" / "fixture" / "hosts.ini"
+    inv.write_text(inv.read_text() + "[far]\nnowhere ansible_host=192.0.2.1 ansible_connection=ssh "
+                   "wanted=x ansible_ssh_common_args='-o ConnectTimeout=2'\n")
+    unreachable = run(project, limit="nowhere")
+    assert unreachable.unreachable_hosts == ["nowhere"]
+    assert unreachable.exit_code() == ExitCode.UNVERIFIED
+
+
+def test_options_are_checked_before_running(project: Path) -> None:
+    with pytest.raises(RunError, match="strategy"):
+        run(project, strategy="fastest")
+    with pytest.raises(RunError, match="forks"):
+        run(project, forks=0)
+    with pytest.raises(RunError, match="no environment"):
+        run_playbook(PlaybookRun(env="nowhere", root=project, playbook="playbooks/fixture.yml"))
+    with pytest.raises(RunError, match="no playbook"):
+        run_playbook(PlaybookRun(env="fixture", root=project, inventory="inventories/fixture/hosts.ini"))
+    assert not (project / ".state").exists()
+
+
+def test_site_and_limit_combine_into_one_pattern() -> None:
+    assert PlaybookRun(env="lab", site="gwangju").host_pattern() == "site_gwangju"
+    assert PlaybookRun(env="lab", site="gwangju", limit="role_ntp").host_pattern() == "site_gwangju:&role_ntp"
+    assert PlaybookRun(env="lab").host_pattern() is None
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--format", "xml"], "--format must be text or json"),
+    (["--site", "busan"], "unknown site 'busan'"),
+    (["--env", "nowhere"], "no such environment"),
+    (["--strategy", "fastest"], "strategy must be one of"),
+])
+def test_converge_rejects_bad_input_with_exit_1(args: list[str], message: str) -> None:
+    out = subprocess.run([sys.executable, "-m", "invoke", "converge", *args], capture_output=True, text=True,
+                         check=False, timeout=120)
+    assert out.returncode == 1, out.stderr
+    assert message in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_service_change_reads_as_a_diff_naming_the_service() -> None:
+    from dualdc.ansible.results import Collector
+
+    # The result shape of ansible.builtin.service on an init-script host (the sysvinit module).
+    event = {"event": "runner_on_ok", "event_data": {
+        "host": "gj-ntp-01", "task": "Keep chronyd running", "role": "time_sync",
+        "resolved_action": "ansible.builtin.service", "task_uuid": "u1",
+        "res": {"name": "chrony", "changed": True,
+                "status": {"enabled": {"changed": False}, "started": {"changed": True}},
+                "invocation": {"module_args": {"name": "chrony", "state": "started", "enabled": None}}}}}
+    collector = Collector(check=True)
+    result = collector.handle(event)
+    assert result is not None and result.status is Status.CHANGED and result.target == "chrony"
+    (diff,) = result.diff
+    assert diff.before_header == "service chrony (live)"
+    assert "-service chrony: stopped" in diff.unified and "+service chrony: running" in diff.unified
