@@ -1,0 +1,118 @@
+"""Tasks of the model layer: validate, schema, inventory."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from invoke.context import Context
+from invoke.exceptions import Exit
+from invoke.tasks import task
+from rich.table import Table
+
+from dualdc import cli, inventory, schema
+from dualdc.loader import TopologyError
+from dualdc.model import Severity
+from dualdc.policy import iter_rules, run_policy
+from dualdc.reports import validate as reports
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+@task(help={
+    "env": "Environment under inventories/ (default: lab).",
+    "topology": "Validate this topology folder or file instead of an environment.",
+    "format": "Report format: text (tables by severity), json, sarif (code scanning) or junit (CI).",
+    "output": "Write the report to this file instead of stdout.",
+    "fail_on": "Lowest severity that fails the run (exit 2): error (default), warning or advisory.",
+    "list_rules": "List the rules with their severity, source and parameters, and exit.",
+})
+def validate(c: Context, *, env: str = "", topology: str = "", format: str = "text", output: str = "",
+             fail_on: str = "error", list_rules: bool = False) -> None:
+    """Check a topology against the policy pack (DESIGN §4) and the structural checks.
+
+    Exit 0 when no finding fails, 1 on an input error (the topology or its policy overrides
+    are invalid), 2 when a finding at --fail-on or worse is not waived. Warnings and
+    advisories are reported but pass by default.
+    """
+    if format not in reports.FORMATS:
+        raise cli.input_error(f"--format must be one of {', '.join(reports.FORMATS)}, not {format!r}")
+    try:
+        threshold = Severity(fail_on)
+    except ValueError:
+        raise cli.input_error(f"--fail-on must be error, warning or advisory, not {fail_on!r}") from None
+    if list_rules:
+        _print_rules()
+        return
+    started = time.perf_counter()
+    loaded = cli.load(env or None, topology or None)
+    cli.console.print(f"loaded {loaded.environment.name}: {len(loaded.hosts)} hosts, {len(loaded.segments)} "
+                      f"segments, {len(loaded.flows)} flows; checking the rules", soft_wrap=True)
+    try:
+        report = run_policy(loaded)
+    except TopologyError as exc:
+        raise Exit(cli.format_problems(exc), code=cli.ExitCode.INPUT) from None
+    text = reports.render(report, format, threshold, root=ROOT)
+    cli.write_output(text, output or None)
+    code = reports.exit_code(report, threshold)
+    counts = report.counts()
+    cli.console.print(
+        f"{loaded.environment.name}: {len(report.failing(threshold))} failing finding(s) "
+        f"({counts['error']} errors, {counts['warning']} warnings, {counts['advisory']} advisories, "
+        f"{counts['waived']} waived) in {time.perf_counter() - started:.1f} s", soft_wrap=True)
+    if code:
+        raise Exit(code=code)
+
+
+def _print_rules() -> None:
+    table = Table(title="dualdc policy rules", title_justify="left")
+    table.add_column("id", no_wrap=True)
+    table.add_column("severity")
+    table.add_column("rule")
+    table.add_column("source")
+    table.add_column("parameters (defaults)")
+    for rule in iter_rules():
+        params = "\n".join(f"{n}={p.default!r}" for n, p in sorted(rule.params.items()))
+        table.add_row(rule.id, rule.severity.value, rule.title, rule.source, params)
+    cli.console.print(table)
+
+
+@task(help={"check": "Do not write: exit 2 when the committed schema differs from the model's."})
+def schema_(c: Context, check: bool = False) -> None:
+    """Write the topology's JSON Schema to schemas/topology.schema.json (for editors)."""
+    path = ROOT / schema.SCHEMA_PATH
+    text = schema.render()
+    current = path.read_text(encoding="utf-8") if path.is_file() else None
+    if check:
+        if current != text:
+            raise Exit(f"{schema.SCHEMA_PATH} is stale: run 'invoke schema' and commit it",
+                       code=cli.ExitCode.FINDINGS)
+        cli.console.print(f"{schema.SCHEMA_PATH} is up to date")
+        return
+    if current == text:
+        cli.console.print(f"{schema.SCHEMA_PATH} is up to date")
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+    cli.console.print(f"wrote {schema.SCHEMA_PATH}")
+
+
+@task(help={"env": "Environment under inventories/ (default: lab).",
+            "fmt": "Output: 'graph' (as ansible-inventory --graph) or 'json'."})
+def inventory_(c: Context, env: str = "lab", fmt: str = "graph") -> None:
+    """Print the Ansible inventory built from an environment's topology."""
+    if fmt not in ("graph", "json"):
+        raise cli.input_error(f"--fmt must be graph or json, not {fmt!r}")
+    topology = cli.load(env)
+    built = inventory.build(topology)
+    if fmt == "json":
+        print(json.dumps(built, indent=2, sort_keys=True))
+        return
+    print("@all:")
+    for group, hosts in built["groups"].items():
+        print(f"  |--@{group}:")
+        for host in sorted(hosts):
+            print(f"  |  |--{host}")
