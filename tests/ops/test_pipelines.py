@@ -39,6 +39,17 @@ def tool(name: str) -> str:
     return which
 
 
+def schema_check(schema: str, path: Path) -> subprocess.CompletedProcess[str]:
+    """check-jsonschema against one of its vendored schemas (offline)."""
+    return subprocess.run(
+        [tool("check-jsonschema"), "--builtin-schema", schema, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
 def load(path: Path) -> Any:
     # yaml.safe_load reads the GitHub `on:` key as True (YAML 1.1); normalise it.
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -93,24 +104,12 @@ def test_the_pipelines_are_there() -> None:
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
 def test_github_workflows_pass_the_schema(path: Path) -> None:
-    done = subprocess.run(
-        [tool("check-jsonschema"), "--builtin-schema", "vendor.github-workflows", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = schema_check("vendor.github-workflows", path)
     assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_gitlab_ci_passes_the_schema() -> None:
-    done = subprocess.run(
-        [tool("check-jsonschema"), "--builtin-schema", "vendor.gitlab-ci", str(GITLAB)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = schema_check("vendor.gitlab-ci", GITLAB)
     assert done.returncode == 0, done.stdout + done.stderr
 
 
@@ -120,24 +119,12 @@ def test_the_schema_linter_rejects_a_broken_pipeline(tmp_path: Path) -> None:
         (ROOT / ".github/workflows/deploy.yml").read_text(encoding="utf-8").replace("runs-on:", "run-on:"),
         encoding="utf-8",
     )
-    done = subprocess.run(
-        [tool("check-jsonschema"), "--builtin-schema", "vendor.github-workflows", str(broken)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = schema_check("vendor.github-workflows", broken)
     assert done.returncode == 1 and "runs-on" in done.stdout
     broken.write_text(
         GITLAB.read_text(encoding="utf-8").replace("when: manual", "when: sometimes"), encoding="utf-8"
     )
-    done = subprocess.run(
-        [tool("check-jsonschema"), "--builtin-schema", "vendor.gitlab-ci", str(broken)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = schema_check("vendor.gitlab-ci", broken)
     assert done.returncode == 1 and "sometimes" in done.stdout
 
 

@@ -197,6 +197,14 @@ def _site_of(target: render.StackTarget, topology: Topology) -> str | None:
     return target.stack if any(s.name == target.stack for s in topology.sites) else None
 
 
+def _checked(
+    name: str, site: str | None, status: TargetStatus, detail: str = "", counts: dict[str, int] | None = None
+) -> CheckedTarget:
+    return CheckedTarget(
+        layer=Layer.STACKS, name=name, site=site, status=status, detail=detail, counts=counts or {}
+    )
+
+
 def drift_layer(
     topology: Topology,
     site: str | None,
@@ -228,34 +236,17 @@ def drift_layer(
         try:
             DriftPreviewRunner(target, topology.environment.name, backend).preview_drift(collector)
         except PulumiUnavailable as exc:
-            layer.checked.append(
-                CheckedTarget(
-                    layer=Layer.STACKS,
-                    name=name,
-                    site=collector.site,
-                    status=TargetStatus.NOT_CHECKED,
-                    detail=str(exc),
-                )
-            )
+            layer.checked.append(_checked(name, collector.site, TargetStatus.NOT_CHECKED, detail=str(exc)))
             continue
         except PulumiFailed as exc:
-            layer.checked.append(
-                CheckedTarget(
-                    layer=Layer.STACKS,
-                    name=name,
-                    site=collector.site,
-                    status=TargetStatus.FAILED,
-                    detail=str(exc)[:2000],
-                )
-            )
+            layer.checked.append(_checked(name, collector.site, TargetStatus.FAILED, detail=str(exc)[:2000]))
             continue
         layer.items.extend(collector.items)
         layer.checked.append(
-            CheckedTarget(
-                layer=Layer.STACKS,
-                name=name,
-                site=collector.site,
-                status=TargetStatus.DRIFT if collector.items else TargetStatus.CLEAN,
+            _checked(
+                name,
+                collector.site,
+                TargetStatus.DRIFT if collector.items else TargetStatus.CLEAN,
                 counts=collector.counts,
             )
         )
@@ -280,45 +271,27 @@ def render_layer(
             render.validate(stack, topology)
             path = render.write(stack, topology, out_root)
         except render.RenderError as exc:
-            layer.checked.append(
-                CheckedTarget(
-                    layer=Layer.STACKS,
-                    name=name,
-                    site=site,
-                    status=TargetStatus.FAILED,
-                    detail="; ".join(exc.problems),
-                )
-            )
+            layer.checked.append(_checked(name, site, TargetStatus.FAILED, detail="; ".join(exc.problems)))
             continue
         except UnsupportedVersion as exc:
-            layer.checked.append(
-                CheckedTarget(
-                    layer=Layer.STACKS,
-                    name=name,
-                    site=site,
-                    status=TargetStatus.FAILED,
-                    detail=f"cannot render: {exc}",
-                )
-            )
+            layer.checked.append(_checked(name, site, TargetStatus.FAILED, detail=f"cannot render: {exc}"))
             continue
         if stack.invalid:
             detail = "; ".join(f"{p}: {', '.join(e)}" for p, e in sorted(stack.invalid.items()))
             layer.checked.append(
-                CheckedTarget(
-                    layer=Layer.STACKS,
-                    name=name,
-                    site=site,
-                    status=TargetStatus.FAILED,
+                _checked(
+                    name,
+                    site,
+                    TargetStatus.FAILED,
                     detail=f"rendered objects fail schema validation: {detail}",
                 )
             )
             continue
         layer.checked.append(
-            CheckedTarget(
-                layer=Layer.STACKS,
-                name=name,
-                site=site,
-                status=TargetStatus.CLEAN,
+            _checked(
+                name,
+                site,
+                TargetStatus.CLEAN,
                 detail=f"rendered only: {len(stack.objects)} valid objects in {path}",
                 counts={"objects": len(stack.objects)},
             )
