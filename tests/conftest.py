@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -34,6 +37,53 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "lab" in item.keywords:
             item.add_marker(pytest.mark.skip(reason=reason))
+
+
+# --- the lab, deployed once per session ----------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def deployed(lab: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A fresh lab (hosts' disks wiped), deployed once with `invoke deploy --env lab --yes`.
+
+    The ops tests check the deploy itself and tamper from there; the roles tests take its
+    per-site converges as the full converge of all 24 hosts. Whoever changes a host puts it back.
+    """
+    lab.down(purge=True)
+    lab.up()
+    out = tmp_path_factory.mktemp("deploy")
+    done = subprocess.run(
+        [sys.executable, "-m", "invoke", "deploy", "--env", "lab", "--yes", "--artifacts", str(out)],
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=2400,
+        check=False,
+    )
+    written = out / "deploy.json"
+    report = json.loads(written.read_text(encoding="utf-8")) if written.exists() else None
+    runs = [
+        step["detail"].rsplit("run ", 1)[1]
+        for step in (report or {}).get("steps", [])
+        if step["action"] == "converge" and step["status"] == "applied"
+    ]
+    return {
+        "done": done,
+        "report": report,
+        "artifacts": out,
+        # the PLAY RECAP of each site's converge, read now (ansible-runner rotates old artifacts)
+        "converge_recaps": [_recap(ROOT / ".state" / "lab" / "artifacts" / run) for run in runs],
+    }
+
+
+def _recap(folder: Path) -> dict[str, dict[str, int]]:
+    """The PLAY RECAP of a kept run, from its artifacts (job_events, in the AWX layout)."""
+    for path in sorted((folder / "job_events").glob("*.json")):
+        event = json.loads(path.read_text(encoding="utf-8"))
+        if event.get("event") == "playbook_on_stats":
+            return {key: event["event_data"][key] for key in ("processed", "failures", "dark")}
+    raise AssertionError(f"{folder} holds no PLAY RECAP")
 
 
 # --- editable copies of an environment, for the model, loader and policy tests -----------

@@ -76,18 +76,7 @@ def host_status(report: dict[str, Any]) -> dict[str, str]:
     }
 
 
-@pytest.fixture(scope="module")
-def deployed(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """A fresh lab (hosts' disks wiped), deployed with `invoke deploy --env lab --yes`."""
-    lab.down(purge=True)
-    lab.up()
-    out = tmp_path_factory.mktemp("deploy")
-    done = invoke("deploy", "--env", "lab", "--yes", "--artifacts", str(out))
-    return {
-        "done": done,
-        "report": read_json(out / "deploy.json") if (out / "deploy.json").exists() else None,
-        "artifacts": out,
-    }
+# ``deployed`` (tests/conftest.py): a fresh lab deployed once per session with `invoke deploy`.
 
 
 def test_deploy_from_a_fresh_lab_then_drift_is_clean(deployed: dict[str, Any], tmp_path: Path) -> None:
