@@ -22,6 +22,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from dualdc.ops import redact, state_dir
+from dualdc.reports.drift import GitInfo
 
 AUDIT_NAME = "audit.jsonl"
 GIT_TIMEOUT = 10
@@ -48,13 +49,6 @@ class Result(StrEnum):
     """SIGINT or SIGTERM stopped the run; the lock was released."""
 
 
-class GitState(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    commit: str | None = Field(description="HEAD commit of the working tree; null outside a git checkout.")
-    dirty: bool | None = Field(description="Whether the tree differs from HEAD (tracked or untracked files).")
-
-
 class AuditRecord(BaseModel):
     """One run, as one JSON line."""
 
@@ -73,7 +67,7 @@ class AuditRecord(BaseModel):
     sudo_user: str | None = Field(default=None, description="Who ran it through sudo, if anyone.")
     host: str = Field(description="Host it ran on.")
     pid: int = Field(description="Process id.")
-    git: GitState = Field(description="The commit deployed or checked.")
+    git: GitInfo = Field(description="The commit deployed or checked.")
     plan: dict[str, Any] | None = Field(default=None, description="Plan summary (counts, per site); null if "
                                         "the run stopped before planning.")
     applied: list[str] = Field(default_factory=list, description="What was applied, e.g. 'gwangju:hosts'.")
@@ -85,7 +79,7 @@ class AuditRecord(BaseModel):
                              description="Notable events, e.g. a stale lock taken over.")
 
 
-def git_state(cwd: Path | None = None) -> GitState:
+def git_state(cwd: Path | None = None) -> GitInfo:
     """HEAD and the dirty flag of the checkout in ``cwd`` (nulls when git or the checkout is missing)."""
     def git(*args: str) -> str | None:
         try:
@@ -97,9 +91,9 @@ def git_state(cwd: Path | None = None) -> GitState:
 
     commit = git("rev-parse", "--verify", "HEAD")
     if commit is None:
-        return GitState(commit=None, dirty=None)
+        return GitInfo(commit=None, dirty=None)
     status = git("status", "--porcelain")
-    return GitState(commit=commit.strip(), dirty=None if status is None else bool(status.strip()))
+    return GitInfo(commit=commit.strip(), dirty=None if status is None else bool(status.strip()))
 
 
 def audit_path(env: str, root: Path | None = None) -> Path:

@@ -175,12 +175,11 @@ def _replication(topology: Topology) -> list[render.StackTarget]:
 
 
 def new_report(topology: Topology, site: str | None, plan_only: bool) -> DeployReport:
-    git = audit.git_state()
     return DeployReport(
         environment=topology.environment.name,
         sites=sites_of(topology, site),
         generated_at=dt.datetime.now(dt.UTC).replace(microsecond=0),
-        git=GitInfo(commit=git.commit, dirty=git.dirty),
+        git=audit.git_state(),
         plan_only=plan_only,
     )
 

@@ -39,7 +39,6 @@ from dualdc.reports.drift import (
     CoverageGap,
     DriftItem,
     DriftReport,
-    GitInfo,
     ItemStatus,
     LayerReport,
     LayerStatus,
@@ -380,12 +379,11 @@ def run_drift(spec: DriftRun) -> DriftReport:
         if spec.layers is None
         else set(topology.environment.layers) & spec.layers
     )
-    git = audit.git_state()
     report = DriftReport(
         environment=topology.environment.name,
         sites=sites,
         generated_at=dt.datetime.now(dt.UTC).replace(microsecond=0),
-        git=GitInfo(commit=git.commit, dirty=git.dirty),
+        git=audit.git_state(),
     )
     if Layer.MODEL in wanted:
         spec.progress("model: running the policy pack")
