@@ -3,8 +3,9 @@
 Stock is `ansible-playbook -i inventories/lab --check --diff playbooks/site.yml` from the repository
 root with Ansible's defaults (forks 5, the linear strategy, no pipelining: ansible.cfg sets none of
 them but pipelining=False). `invoke drift` runs the same playbook through dualdc.ansible with forks
-for every host, the free strategy, pipelining and SSH connection reuse, and also runs the model
-layer, renders the stacks and probes the lab's reachability.
+for every host, one run per site at the same time, and the dualdc_free strategy (the free strategy
+over Mitogen's persistent interpreters, with the controller's plugin caches warmed before workers
+fork); it also runs the model layer, renders the stacks and probes the lab's reachability.
 
 Before timing, the lab is brought up and converged, then a few hosts are tampered with; both runs
 must report the identical set of drifted (host, task) pairs. Afterwards the tampered hosts are

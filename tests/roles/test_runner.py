@@ -7,6 +7,7 @@ callback, the artifacts) is exercised without the lab.
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import sys
@@ -71,14 +72,20 @@ def project(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def run(project: Path, **kwargs: object) -> RunResult:
+def run_with(project: Path, **kwargs: object) -> RunResult:
     options = {"env": "fixture", "root": project, "playbook": "playbooks/fixture.yml",
                "inventory": "inventories/fixture/hosts.ini", **kwargs}
     return run_playbook(PlaybookRun(**options))  # type: ignore[arg-type]
 
 
-def test_check_then_apply_then_check(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+run = run_with
+
+
+@pytest.mark.parametrize("strategy", ["dualdc_free", "free", "linear"])
+def test_check_then_apply_then_check(project: Path, monkeypatch: pytest.MonkeyPatch, strategy: str) -> None:
+    """Every strategy the wrapper offers gives the same results (dualdc_free runs over Mitogen)."""
     monkeypatch.setenv("DUALDC_TEST_TOKEN", SECRET)  # a secret in the caller's environment
+    run = functools.partial(run_with, strategy=strategy)
     check = run(project, check=True)
     assert check.exit_code() == ExitCode.FINDINGS
     assert not (project / "managed.txt").exists()
@@ -130,7 +137,9 @@ def test_artifacts_keep_the_awx_layout(project: Path) -> None:
     command = json.loads((art / "command").read_text())
     assert all(k.startswith("ANSIBLE_") or k in {"PATH", "HOME", "LANG", "LC_ALL", "USER", "PYTHONPATH",
                                                  "DUALDC_SKIPS_FILE"} for k in command["env"])
-    assert command["env"]["ANSIBLE_STRATEGY"] == "free" and command["env"]["ANSIBLE_PIPELINING"] == "True"
+    env = command["env"]
+    assert env["ANSIBLE_STRATEGY"] == "dualdc_free" and env["ANSIBLE_PIPELINING"] == "True"
+    assert env["ANSIBLE_STRATEGY_PLUGINS"].endswith("dualdc/ansible/strategy_plugins")
 
 
 def test_host_key_checking_stays_on_under_ansible_runner(project: Path) -> None:

@@ -6,15 +6,18 @@ the reasons tasks were skipped). The ``command`` file's environment is reduced t
 variables that steer Ansible before the run starts, so no credential of the caller's
 environment is kept there.
 
-Speed: the defaults are ``forks`` = every host at once, the ``free`` strategy, pipelining
-and SSH connection reuse; the playbook gathers no facts (the roles read only the model's
-hostvars). Stock ``ansible-playbook -i inventories/<env> playbooks/site.yml`` runs the same
-playbook with Ansible's own defaults.
+Speed: the defaults are ``forks`` = every host at once, the ``dualdc_free`` strategy (Ansible's
+free strategy over Mitogen's persistent interpreters, with the controller's plugin caches
+warmed before workers fork: see ``strategy_plugins/dualdc_free.py``), pipelining and SSH
+connection reuse for the stock strategies; the playbook gathers no facts (the roles read only
+the model's hostvars). Stock ``ansible-playbook -i inventories/<env> playbooks/site.yml`` runs
+the same playbook with Ansible's own defaults.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import importlib.util
 import json
 import os
 import re
@@ -35,10 +38,12 @@ from dualdc.ops.redact import scrub
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 CALLBACK_DIR = PACKAGE_DIR / "callback_plugins"
+STRATEGY_DIR = PACKAGE_DIR / "strategy_plugins"
 SKIPS_FILE = "dualdc_skips.jsonl"
 #: Artifact directories kept per environment (older ones are removed by ansible-runner).
 KEEP_ARTIFACTS = 40
-STRATEGIES = ("free", "linear")
+#: dualdc_free (the default): see strategy_plugins/dualdc_free.py; free and linear: Ansible's own.
+STRATEGIES = ("dualdc_free", "free", "linear")
 #: Environment variables kept (with their values) in the artifacts' ``command`` file.
 KEPT_ENV = re.compile(r"^(ANSIBLE_[A-Z0-9_]+|DUALDC_SKIPS_FILE|PATH|LANG|LC_ALL|PYTHONPATH|HOME|USER)$")
 
@@ -66,7 +71,7 @@ class PlaybookRun:
     check: bool = False
     diff: bool = True
     forks: int = 50
-    strategy: str = "free"
+    strategy: str = "dualdc_free"
     pipelining: bool = True
     ssh_control_persist: int = 120
     """Seconds an idle SSH master connection stays up between tasks (and runs)."""
@@ -97,6 +102,10 @@ class PlaybookRun:
     def validate(self) -> None:
         if self.strategy not in STRATEGIES:
             raise RunError(f"strategy must be one of {', '.join(STRATEGIES)}, not {self.strategy!r}")
+        if self.strategy == "dualdc_free" and importlib.util.find_spec("ansible_mitogen") is None:
+            raise RunError("the dualdc_free strategy needs Mitogen, which is not installed: run "
+                           "./scripts/bootstrap.sh (it installs mitogen into .venv), or choose "
+                           "--strategy free")
         if self.forks < 1:
             raise RunError(f"forks must be at least 1, not {self.forks}")
         if not (self.root / self.playbook).is_file():
@@ -120,6 +129,8 @@ class PlaybookRun:
         if self.diff:
             args.append("--diff")
         env = f"ANSIBLE_STRATEGY={self.strategy} ANSIBLE_PIPELINING={self.pipelining} "
+        if self.strategy == "dualdc_free":
+            env = f"ANSIBLE_STRATEGY_PLUGINS={STRATEGY_DIR} " + env
         return env + " ".join(shlex.quote(a) for a in args)
 
 
@@ -161,6 +172,7 @@ def _envvars(run: PlaybookRun, skips_file: Path) -> dict[str, str]:
         "ANSIBLE_PIPELINING": "True" if run.pipelining else "False",
         "ANSIBLE_SSH_ARGS": ssh_args,
         "ANSIBLE_CALLBACK_PLUGINS": str(CALLBACK_DIR),
+        "ANSIBLE_STRATEGY_PLUGINS": str(STRATEGY_DIR),
         "ANSIBLE_CALLBACKS_ENABLED": "dualdc_skips",
         "ANSIBLE_RETRY_FILES_ENABLED": "False",
         "ANSIBLE_NOCOLOR": "True",

@@ -31,12 +31,13 @@ def _lab_lock(env: str, lab: bool) -> AbstractContextManager[object]:
     "format": "Report format: text (people) or json (machines).",
     "output": "Write the report to this file instead of stdout.",
     "forks": "Hosts worked on in parallel (default: 50, i.e. every lab host at once).",
-    "strategy": "Ansible strategy: free (default; each host at its own pace) or linear.",
+    "strategy": "Ansible strategy: dualdc_free (default: free over Mitogen, see docs/roles.md), "
+                "free or linear (Ansible's own).",
     "pipelining": "SSH pipelining (default on; --no-pipelining turns it off).",
 })
 def converge(c: Context, *, env: str = "lab", site: str = "", limit: str = "", check: bool = False,
              diff: bool = False, format: str = "text", output: str = "", forks: int = 50,
-             strategy: str = "free", pipelining: bool = True) -> None:
+             strategy: str = "dualdc_free", pipelining: bool = True) -> None:
     """Configure the environment's hosts from the model (playbooks/site.yml via ansible-runner).
 
     Exit 0: every host converged (or, with --check, nothing would change); 2: a task failed,

@@ -1,0 +1,1 @@
+"""Ansible strategy plugins the wrapper enables (loaded by Ansible from this directory)."""
