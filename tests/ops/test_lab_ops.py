@@ -194,6 +194,32 @@ def _wait_for(path: Path, text: str, proc: subprocess.Popen[str], timeout: float
     pytest.fail(f"{text!r} did not appear within {timeout} s")
 
 
+def _run_processes() -> list[str]:
+    """Processes a playbook run of this checkout leaves: its ansible-playbook (and Mitogen's
+    multiplexer and workers, which share its command line) and Mitogen's interpreters on hosts."""
+    playbook = str(ROOT / ".venv" / "bin" / "ansible-playbook")
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if playbook in cmdline or "(mitogen:" in cmdline:
+            found.append(f"{entry.name}: {cmdline[:120]}")
+    return found
+
+
+def _no_run_processes_left(timeout: float) -> list[str]:
+    deadline = time.monotonic() + timeout
+    left = _run_processes()
+    while left and time.monotonic() < deadline:
+        time.sleep(1)
+        left = _run_processes()
+    return left
+
+
 def test_sigint_during_a_deploy_and_a_concurrent_deploy_is_refused(
     deployed: dict[str, Any], tmp_path: Path
 ) -> None:
@@ -219,6 +245,8 @@ def test_sigint_during_a_deploy_and_a_concurrent_deploy_is_refused(
         time.sleep(5)
         os.killpg(first.pid, signal.SIGINT)  # Ctrl-C: the whole foreground process group
         assert first.wait(timeout=300) == 130
+        # Nothing of the interrupted run goes on: no ansible-playbook, no Mitogen interpreter.
+        assert _no_run_processes_left(60) == []
     finally:
         if first.poll() is None:
             first.kill()
