@@ -209,3 +209,38 @@ def test_a_service_change_reads_as_a_diff_naming_the_service() -> None:
     (diff,) = result.diff
     assert diff.before_header == "service chrony (live)"
     assert "-service chrony: stopped" in diff.unified and "+service chrony: running" in diff.unified
+
+
+NO_LOG_PLAYBOOK = """
+- name: Secret play
+  hosts: all
+  gather_facts: false
+  tasks:
+    - name: Keep a secret in a file
+      ansible.builtin.copy:
+        content: "{secret}\\n"
+        dest: "{work}/secret.txt"
+        mode: "0600"
+      no_log: true
+"""
+
+
+def test_a_no_log_task_that_would_change_is_drift_without_showing_why(project: Path) -> None:
+    """ansible-runner hands a no_log result on as ``{"censored": …}`` alone (ansible-core 2.19 keeps
+    ``_ansible_no_log`` in it); whether the task changed comes from dualdc's callback instead."""
+    (project / "playbooks" / "secret.yml").write_text(NO_LOG_PLAYBOOK.format(work=project, secret=SECRET))
+    (project / "secret.txt").write_text("tampered\n")
+    drift = run(project, check=True, playbook="playbooks/secret.yml")
+    assert drift.exit_code() == ExitCode.FINDINGS
+    assert [(t.host, t.task, t.status) for t in drift.changed_tasks] == [
+        ("localhost", "Keep a secret in a file", Status.CHANGED)]
+    assert drift.changed_tasks[0].diff == [] and drift.changed_tasks[0].target is None
+    assert (project / "secret.txt").read_text() == "tampered\n"
+    run(project, playbook="playbooks/secret.yml")
+    clean = run(project, check=True, playbook="playbooks/secret.yml")
+    assert clean.exit_code() == ExitCode.CLEAN and not clean.changed_tasks
+    for result in (drift, clean):
+        assert SECRET not in json_report(result) and SECRET not in text_report(result)
+        for path in result.artifacts_dir.rglob("*"):
+            if path.is_file():
+                assert SECRET not in path.read_text(errors="replace"), path

@@ -323,6 +323,7 @@ class Collector:
         self.tasks: list[TaskResult] = []
         self.hosts: dict[str, HostSummary] = {}
         self._skipped: dict[tuple[str, str], TaskResult] = {}
+        self._censored: dict[tuple[str, str], TaskResult] = {}
         self.errors: list[str] = []
 
     def handle(self, event: dict[str, Any]) -> TaskResult | None:
@@ -371,6 +372,8 @@ class Collector:
         self.tasks.append(result)
         if status is Status.SKIPPED:
             self._skipped[(str(data.get("task_uuid", "")), result.host)] = result
+        elif res.get("censored"):
+            self._censored[(str(data.get("task_uuid", "")), result.host)] = result
         return result
 
     def _stats(self, data: dict[str, Any]) -> None:
@@ -384,7 +387,8 @@ class Collector:
             self.hosts.setdefault(host, HostSummary())
 
     def add_skip_reasons(self, path: Path) -> None:
-        """Join the skip reasons the dualdc_skips callback wrote (one JSON line each)."""
+        """Join what the dualdc_skips callback wrote (one JSON line each): skip reasons, and
+        whether a censored (``no_log``) task changed, which ansible-runner's event leaves out."""
         if not path.is_file():
             return
         for line in path.read_text(encoding="utf-8").splitlines():
@@ -392,7 +396,15 @@ class Collector:
                 record = json.loads(line)
             except json.JSONDecodeError:
                 continue
-            result = self._skipped.get((str(record.get("task_uuid", "")), str(record.get("host", ""))))
+            key = (str(record.get("task_uuid", "")), str(record.get("host", "")))
+            if record.get("kind") == "censored":
+                censored = self._censored.get(key)
+                if censored is not None and record.get("changed") is True and not censored.changed:
+                    censored.changed = True
+                    if censored.status is Status.OK:
+                        censored.status = Status.CHANGED
+                continue
+            result = self._skipped.get(key)
             if result is None:
                 continue
             result.skip_reason = str(record.get("false_condition") or record.get("msg")

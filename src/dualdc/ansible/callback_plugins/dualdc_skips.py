@@ -1,11 +1,16 @@
-"""Ansible callback: record why each task was skipped, for :mod:`dualdc.ansible`.
+"""Ansible callback: record what ansible-runner's events leave out, for :mod:`dualdc.ansible`.
 
-ansible-runner's events leave the result out of a skipped task's event, so the reason a
-task was skipped (a false ``when``, or check mode) is lost there. This notification
-callback writes one JSON line per skipped task and host to the file named by
-``DUALDC_SKIPS_FILE`` (the run's artifacts directory); :mod:`dualdc.ansible.results`
-joins them to the events by task uuid and host. Only names and reasons are written,
-never a task's arguments or results. It is enabled by the wrapper only.
+- ansible-runner's events leave the result out of a skipped task's event, so the reason a
+  task was skipped (a false ``when``, or check mode) is lost there.
+- For a ``no_log`` task, ansible-runner replaces the whole result by ``{"censored": …}``
+  once ansible-core (2.19 on) keeps ``_ansible_no_log`` in the result it hands callbacks,
+  so whether the task changed (in check mode: would change, i.e. drift) is lost too.
+
+This notification callback writes one JSON line per skipped task and host, and one per
+censored result with only its ``changed`` flag, to the file named by ``DUALDC_SKIPS_FILE``
+(the run's artifacts directory); :mod:`dualdc.ansible.results` joins them to the events by
+task uuid and host. Only names, reasons and that flag are written, never a task's arguments
+or results. It is enabled by the wrapper only.
 """
 
 from __future__ import annotations
@@ -69,3 +74,15 @@ class CallbackModule(CallbackBase):  # type: ignore[misc]
 
     def v2_runner_on_skipped(self, result: Any) -> None:
         self._record(result)
+
+    def v2_runner_on_ok(self, result: Any) -> None:
+        res = result._result if isinstance(result._result, dict) else {}
+        if "censored" not in res:
+            return
+        self._write({
+            "host": result._host.get_name(),
+            "task_uuid": str(result._task._uuid),
+            "task": result._task.get_name(),
+            "kind": "censored",
+            "changed": bool(res.get("changed")),
+        })
