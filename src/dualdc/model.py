@@ -50,19 +50,18 @@ _ONE_LINE = r"[^\x00-\x1f\x7f\u0085\u2028\u2029]"
 _VISIBLE = r"[^\x00-\x20\x7f\u0085\u2028\u2029]"
 
 
-def _one_line(max_length: int, description: str) -> Any:
-    """A single line of free text (Korean and other scripts welcome), at most ``max_length`` characters."""
-    return Annotated[
-        str,
-        StringConstraints(pattern=rf"^{_ONE_LINE}*$", max_length=max_length),
-        Field(description=description),
-    ]
-
-
 #: Free text: descriptions, reasons (one line: they reach annotations and reports).
-Text = _one_line(2000, "One line of free text, at most 2000 characters, no control characters.")
-#: A short human label: a city, a display name, an approval reference, a physical route.
-Label = _one_line(200, "One line, at most 200 characters, no control characters.")
+Text = Annotated[
+    str,
+    StringConstraints(pattern=rf"^{_ONE_LINE}*$", max_length=2000),
+    Field(description="One line of free text, at most 2000 characters, no control characters."),
+]
+#: A short human label: a city, a display name, an approval reference.
+Label = Annotated[
+    str,
+    StringConstraints(pattern=rf"^{_ONE_LINE}*$", max_length=200),
+    Field(description="One line, at most 200 characters, no control characters."),
+]
 #: A kernel network device name: what ``ip link`` accepts (IFNAMSIZ: 15 bytes; no '/', no
 #: whitespace; never '.' or '..'), restricted further to what the networkd files and their
 #: file names can carry without quoting.
@@ -149,7 +148,7 @@ Normalised = Annotated[
     str,
     BeforeValidator(_normalise_words),
     StringConstraints(pattern=rf"^{_VISIBLE}({_ONE_LINE}{{0,198}}{_VISIBLE})?$"),
-    Field(description="One line of at most 200 characters; stored stripped, with single spaces, case-folded."),
+    Field(description="One line of at most 200 characters; kept stripped, single-spaced and case-folded."),
 ]
 #: A rule parameter's text value.
 ParamText = Annotated[str, StringConstraints(pattern=rf"^{_ONE_LINE}*$", max_length=4096)]
@@ -319,7 +318,8 @@ class LogRetention(Entity):
 class Admin(Entity):
     name: Name = Field(description="Login name of the administrator.")
     ssh_public_key: str = Field(
-        pattern=rf"^(ssh-ed25519|ecdsa-sha2-nistp(256|384|521)|ssh-rsa) [A-Za-z0-9+/]+={{0,3}}( {_ONE_LINE}*)?$",
+        pattern=(r"^(ssh-ed25519|ecdsa-sha2-nistp(256|384|521)|ssh-rsa) [A-Za-z0-9+/]+={0,3}"
+                 rf"( {_ONE_LINE}*)?$"),
         max_length=16384,
         description="OpenSSH public key line: type, base64 key, and a comment without control characters.",
     )
@@ -369,8 +369,10 @@ class Tenant(Entity):
     name: Name = Field(description="kjbank, jbbank or group.")
     kind: TenantKind = Field(description="bank, or shared for group services.")
     display_name: Label = Field(description="Human name, e.g. 광주은행.")
-    admin_groups: list[GroupName] = Field(default_factory=list, description="Directory groups with admin rights.")
-    viewer_groups: list[GroupName] = Field(default_factory=list, description="Directory groups with read rights.")
+    admin_groups: list[GroupName] = Field(default_factory=list,
+                                          description="Directory groups with admin rights.")
+    viewer_groups: list[GroupName] = Field(default_factory=list,
+                                           description="Directory groups with read rights.")
 
 
 class Segment(Entity):
@@ -387,7 +389,8 @@ class Interface(Entity):
     name: str = Field(pattern=r"^[a-z][a-z0-9.]{0,14}$", description="Device name on the host, e.g. bond0.")
     segment: Name = Field(description="Segment the interface is attached to.")
     address: ipaddress.IPv4Address = Field(description="IPv4 address in the segment.")
-    members: list[IfName] = Field(default_factory=list, description="Bond members (LACP); empty if not a bond.")
+    members: list[IfName] = Field(default_factory=list,
+                                  description="Bond members (LACP); empty if not a bond.")
     parent: IfName | None = Field(
         default=None, description="Parent device of a VLAN sub-interface (tagged with the segment's VLAN)."
     )
@@ -467,7 +470,8 @@ class Service(Entity):
     own_namespace: bool = Field(default=False, description="Give the service its own namespace.")
     relay: bool = Field(default=False, description="A declared relay into internal (NS-01).")
     personal_data: bool = Field(default=False, description="Processes personal data (LOG-01).")
-    cpu: float = Field(ge=0, allow_inf_nan=False, description="CPU cores needed to run it at one site (CAP-01).")
+    cpu: float = Field(ge=0, allow_inf_nan=False,
+                       description="CPU cores needed to run it at one site (CAP-01).")
     memory_gib: float = Field(ge=0, allow_inf_nan=False,
                               description="Memory needed to run it at one site (CAP-01).")
     ports: list[Port] = Field(default_factory=list, description="Ports the service listens on.")
