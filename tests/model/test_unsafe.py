@@ -61,7 +61,9 @@ def _entity_of(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
-def string_fields(cls: type[BaseModel] = Topology, prefix: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], bool]]:
+def string_fields(
+    cls: type[BaseModel] = Topology, prefix: tuple[str, ...] = ()
+) -> list[tuple[tuple[str, ...], bool]]:
     """Every string field of the model as (path of field names, is a list), entities walked recursively."""
     found: list[tuple[tuple[str, ...], bool]] = []
     for name, info in cls.model_fields.items():
@@ -81,8 +83,10 @@ FIELDS = string_fields()
 def _lab_documents(folder: Path) -> dict[str, dict[str, Any]]:
     """The lab's YAML documents, plus a waiver (the lab has none) so its fields are tried too."""
     docs = {p.name: yaml.safe_load(p.read_text(encoding="utf-8")) for p in sorted(folder.glob("*.yaml"))}
-    docs["waivers.yaml"] = {"waivers": [{"rule": "NS-01", "target": "flow:x", "reason": "a reason long enough",
-                                         "approval": "ISC-2026-01", "expires": "2099-01-01"}]}
+    waiver = {"rule": "NS-01", "target": "flow:x", "reason": "a reason long enough",
+              "approval": "ISC-2026-01",
+              "expires": "2099-01-01"}
+    docs["waivers.yaml"] = {"waivers": [waiver]}
     return docs
 
 
@@ -130,8 +134,8 @@ PLAYBOOK = """
   tasks:
     - name: Every model variable of the host
       ansible.builtin.copy:
-        content: "{{ hostvars[inventory_hostname] | dict2items | selectattr('key', 'match', '^(dualdc_|ansible_user)')
-                     | items2dict | to_nice_json }}"
+        content: "{{ hostvars[inventory_hostname] | dict2items
+                     | selectattr('key', 'match', '^(dualdc_|ansible_user)') | items2dict | to_nice_json }}"
         dest: "{{ out }}/{{ inventory_hostname }}.json"
         mode: "0600"
 
@@ -216,8 +220,9 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
                        if quoted in json.dumps(hv, ensure_ascii=False)))
     run = subprocess.run(
         [str(Path(sys.executable).parent / "ansible-playbook"), "-i", str(env), str(base / "site.yml"),
-         "--limit", ",".join(sorted(hosts)), "--forks", "10", "-e", json.dumps({"out": str(out), "root": str(ROOT),
-                                                       "ansible_python_interpreter": sys.executable})],
+         "--limit", ",".join(sorted(hosts)), "--forks", "10",
+         "-e", json.dumps({"out": str(out), "root": str(ROOT),
+                           "ansible_python_interpreter": sys.executable})],
         cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
         env={**os.environ, "ANSIBLE_DEPRECATION_WARNINGS": "False"},
     )
