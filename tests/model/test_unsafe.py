@@ -275,3 +275,25 @@ def test_accepted_templates_reach_the_output_literally(hostile: dict[str, Any]) 
     for path in files:
         text = path.read_text(encoding="utf-8")
         assert "touch " not in text or "{{ lookup('pipe', 'touch " in text, path  # literal, never half-run
+
+
+def test_extra_variables_of_the_runner_are_never_templated(tmp_path: Path) -> None:
+    from dualdc.ansible.runner import write_unsafe_extravars  # noqa: PLC0415
+
+    canary = tmp_path / "canary-extravars"
+    value = "{{ lookup('pipe', 'touch " + str(canary) + "') }}"
+    extra = tmp_path / "extravars.yml"
+    write_unsafe_extravars({"given": value, "nested": {"list": [value]}}, extra)
+    out = tmp_path / "out.txt"
+    (tmp_path / "play.yml").write_text(
+        "- hosts: localhost\n  connection: local\n  gather_facts: false\n  tasks:\n"
+        "    - ansible.builtin.copy:\n        content: \"{{ given }}|{{ nested.list[0] }}\"\n"
+        f"        dest: {out}\n        mode: '0600'\n", encoding="utf-8")
+    run = subprocess.run(
+        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,", str(tmp_path / "play.yml"),
+         "-e", f"@{extra}", "-e", json.dumps({"ansible_python_interpreter": sys.executable})],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    assert out.read_text(encoding="utf-8") == f"{value}|{value}"
+    assert not canary.exists()
