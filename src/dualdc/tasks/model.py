@@ -28,7 +28,8 @@ ROOT = Path(__file__).resolve().parents[3]
     "fail_on": "Lowest severity that fails the run (exit 2): error (default), warning or advisory.",
     "list_rules": "List the rules with their severity, source and parameters, and exit.",
 })
-def validate(c: Context, *, env: str = "", topology: str = "", format: str = "text", output: str = "",
+def validate(c: Context, *, env: str | None = None, topology: str | None = None, format: str = "text",
+             output: str = "",
              fail_on: str = "error", list_rules: bool = False) -> None:
     """Check a topology against the policy pack (DESIGN §4) and the structural checks.
 
@@ -46,13 +47,15 @@ def validate(c: Context, *, env: str = "", topology: str = "", format: str = "te
         _print_rules()
         return
     started = time.perf_counter()
-    loaded = cli.load(env or None, topology or None)
+    loaded = cli.load(env, topology)
     cli.console.print(f"loaded {loaded.environment.name}: {len(loaded.hosts)} hosts, {len(loaded.segments)} "
                       f"segments, {len(loaded.flows)} flows; checking the rules", soft_wrap=True)
     try:
         report = run_policy(loaded)
     except TopologyError as exc:
         raise Exit(cli.format_problems(exc), code=cli.ExitCode.INPUT) from None
+    if output:
+        cli.output_target(output)  # refuse a bad --output before the work, not after
     text = reports.render(report, format, threshold, root=ROOT)
     cli.write_output(text, output or None)
     code = reports.exit_code(report, threshold)
