@@ -562,8 +562,8 @@ def _load_topology(path: Path, max_bytes: int) -> Topology:
         found = []
         for problem in exc.problems:
             pos, path_text = _locate(merged, problem.loc)
-            file, line, col = pos if pos else (where, 0, 0)
-            found.append(LoadProblem(file, line, col, path_text, problem.message))
+            at, line, col = pos if pos else (where, 0, 0)
+            found.append(LoadProblem(at, line, col, path_text, problem.message))
         raise TopologyError(found) from None
     _attach_sources(topology, merged)
     return topology

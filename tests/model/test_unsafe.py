@@ -278,7 +278,7 @@ def test_accepted_templates_reach_the_output_literally(hostile: dict[str, Any]) 
 
 
 def test_extra_variables_of_the_runner_are_never_templated(tmp_path: Path) -> None:
-    from dualdc.ansible.runner import write_unsafe_extravars  # noqa: PLC0415
+    from dualdc.ansible.runner import write_unsafe_extravars
 
     canary = tmp_path / "canary-extravars"
     value = "{{ lookup('pipe', 'touch " + str(canary) + "') }}"
@@ -290,7 +290,8 @@ def test_extra_variables_of_the_runner_are_never_templated(tmp_path: Path) -> No
         "    - ansible.builtin.copy:\n        content: \"{{ given }}|{{ nested.list[0] }}\"\n"
         f"        dest: {out}\n        mode: '0600'\n", encoding="utf-8")
     run = subprocess.run(
-        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,", str(tmp_path / "play.yml"),
+        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,",
+         str(tmp_path / "play.yml"),
          "-e", f"@{extra}", "-e", json.dumps({"ansible_python_interpreter": sys.executable})],
         cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False,
     )

@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
-import urllib.parse
 import shutil
 import subprocess
 import sys
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum, StrEnum

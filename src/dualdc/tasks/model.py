@@ -12,6 +12,7 @@ from invoke.tasks import task
 from rich.table import Table
 
 from dualdc import cli, inventory, schema
+from dualdc.lab import LabError
 from dualdc.loader import TopologyError
 from dualdc.model import Severity
 from dualdc.policy import iter_rules, run_policy
@@ -110,12 +111,19 @@ def inventory_(c: Context, env: str = "lab", fmt: str = "graph") -> None:
     if fmt not in ("graph", "json"):
         raise cli.input_error(f"--fmt must be graph or json, not {fmt!r}")
     topology = cli.load(env)
-    built = inventory.build(topology)
+    try:
+        built = inventory.build(topology)
+    except LabError as exc:
+        raise cli.input_error(f"cannot build the inventory of {topology.environment.name}: {exc}") from None
+    except (KeyError, ValueError) as exc:
+        # what ansible-inventory reports as a parse error of the source, said readably
+        raise cli.input_error(f"cannot build the inventory of {topology.environment.name}: "
+                              f"{exc.args[0] if exc.args else exc}") from None
     if fmt == "json":
-        print(json.dumps(built, indent=2, sort_keys=True))
+        cli.write_output(json.dumps(built, indent=2, sort_keys=True), None)
         return
-    print("@all:")
+    lines = ["@all:"]
     for group, hosts in built["groups"].items():
-        print(f"  |--@{group}:")
-        for host in sorted(hosts):
-            print(f"  |  |--{host}")
+        lines.append(f"  |--@{group}:")
+        lines += [f"  |  |--{host}" for host in sorted(hosts)]
+    cli.write_output("\n".join(lines), None)

@@ -11,6 +11,7 @@ from invoke.tasks import task
 from dualdc import cli, render
 from dualdc.model import Layer, Topology
 from dualdc.pulumi import Operation, PulumiFailed, PulumiUnavailable, StackRunner
+from dualdc.redact import clean
 from dualdc.stacks.validation import UnsupportedVersion
 
 
@@ -51,10 +52,11 @@ def render_(c: Context, env: str = "lab", site: str = "", out: str = "") -> None
             for warning in stack.warnings:
                 cli.console.print(f"  warning: {warning}", soft_wrap=True)
     except render.RenderError as exc:
-        raise Exit(cli.clean("error: cannot render the stacks:\n" + "\n".join(exc.problems)),
+        raise Exit(clean("error: cannot render the stacks:\n" + "\n".join(exc.problems)),
                    code=cli.ExitCode.INPUT) from None
     except OSError as exc:
-        raise cli.input_error(f"cannot write under {cli.shown_path(out_root)}: {exc.strerror or exc}") from None
+        raise cli.input_error(f"cannot write under {cli.shown_path(out_root)}: {exc.strerror or exc}") \
+            from None
     except UnsupportedVersion as exc:
         raise Exit(f"error: cannot validate the rendered objects: {exc}", code=cli.ExitCode.UNVERIFIED) \
             from None
