@@ -265,7 +265,8 @@ def test_output_refuses_what_is_not_a_regular_file(tmp_path, output):
 
 def test_output_onto_dev_stdout_is_refused_not_replaced():
     done = subprocess.run([sys.executable, "-m", "invoke", "validate", "--env", "lab",
-                           "--output", "/dev/stdout"], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+                           "--output", "/dev/stdout"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 1 and "not a regular file" in done.stderr and "Traceback" not in done.stderr
     assert Path("/dev/stdout").is_symlink()
 

@@ -17,6 +17,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tomllib
 import types
 import typing
 from pathlib import Path
@@ -269,6 +270,10 @@ def test_accepted_templates_reach_the_output_literally(hostile: dict[str, Any]) 
     rendered = "".join(p.read_text(encoding="utf-8") for p in hostile["out"].glob("*.json"))
     for payload in reaching.values():
         assert json.dumps(payload, ensure_ascii=False)[1:-1] in rendered
+    # containerd's hosts.toml stays valid TOML naming the model's registry (quoted by to_json)
+    for path in hostile["out"].glob("*-hosts.toml"):
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        assert data["server"].startswith("https://") and len(data["host"]) == 1
     # the purpose reaches the firewall rules' hostvars; the nft file names rules only by flow name
     files = [p for p in hostile["out"].rglob("*") if p.is_file()]
     assert len(files) > 10
