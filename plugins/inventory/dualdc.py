@@ -48,15 +48,19 @@ class InventoryModule(BaseInventoryPlugin):  # type: ignore[misc]
         try:
             # Imported here so a missing dualdc gives Ansible a clear parser error.
             from dualdc import inventory as dualdc_inventory  # noqa: PLC0415
+            from dualdc.lab import LabError  # noqa: PLC0415
             from dualdc.loader import TopologyError, load_topology  # noqa: PLC0415
+            from dualdc.redact import clean  # noqa: PLC0415
         except ImportError as exc:  # pragma: no cover - depends on the install
             raise AnsibleParserError(f"dualdc is not installed in Ansible's Python: {exc}") from exc
         try:
             topology = load_topology(Path(path).parent)
         except TopologyError as exc:
-            from dualdc.redact import clean  # noqa: PLC0415
             raise AnsibleParserError(clean(f"invalid topology:\n{exc}")) from None
-        built = dualdc_inventory.build(topology)
+        try:
+            built = dualdc_inventory.build(topology)
+        except (LabError, KeyError, ValueError) as exc:
+            raise AnsibleParserError(clean(f"cannot build the inventory: {exc}")) from None
         for group, hosts in built["groups"].items():
             self.inventory.add_group(group)
             for host in hosts:

@@ -291,3 +291,15 @@ def test_a_self_managed_backend_with_credentials_in_its_url_is_refused():
     url = "s3://ops:Pa55-w0rd-xyz@state-bucket?endpoint=minio.infra.jbfg.example:9000"
     message = _one_screen(_exit_of(lambda: stacks_tasks.preview(Context(), env="production", backend=url)))
     assert "carries credentials" in message and "Pa55-w0rd-xyz" not in message
+
+
+def test_inventory_build_failures_are_readable_in_the_task_and_in_ansible_inventory(monkeypatch):
+    monkeypatch.setenv("DUALDC_LAB_INFRA_CIDR", "not-a-network")
+    message = _one_screen(_exit_of(lambda: model_tasks.inventory_(Context(), env="lab")))
+    assert "cannot build the inventory of lab" in message and "DUALDC_LAB_INFRA_CIDR" in message
+    done = subprocess.run([str(Path(sys.executable).parent / "ansible-inventory"), "-i", "inventories/lab",
+                           "--graph"], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
+                          env={**os.environ, "DUALDC_LAB_INFRA_CIDR": "not-a-network",
+                               "ANSIBLE_DEPRECATION_WARNINGS": "False"})
+    assert done.returncode != 0 and "DUALDC_LAB_INFRA_CIDR" in done.stderr
+    assert "Traceback" not in done.stderr
