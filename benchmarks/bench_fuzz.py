@@ -64,6 +64,7 @@ class FuzzDumper(yaml.CSafeDumper):  # type: ignore[misc]
 
 
 FuzzDumper.add_representer(HugeDigits, lambda d, v: d.represent_scalar("tag:yaml.org,2002:int", str(v)))
+GARBLE = [":", "-", "[", "{", "&a", "*a", "!!python/object", "\t", "\n", "'", '"', "<<: ", "\x00", "~", "---\n"]
 HOSTILE_NUMBERS: list[Any] = [
     HugeDigits("7" * 5000), 10**4000, -(10**30), -1, 0, 2**63, 1e308, float("inf"), float("nan"), -0.0, 0.1,
     True, None, "5", [], {},
@@ -156,8 +157,7 @@ def _mutate(rng: random.Random, data: dict[str, Any]) -> str | None:
         text = yaml.dump(data, Dumper=FuzzDumper, allow_unicode=True)
         for _ in range(rng.randint(1, 3)):
             i = rng.randrange(len(text) + 1)
-            text = text[:i] + rng.choice([":", "-", "[", "{", "&a", "*a", "!!python/object", "\t", "\n", "'", "\"",
-                                          "<<: ", "\x00", "~", "---\n"]) + text[i:]
+            text = text[:i] + rng.choice(GARBLE) + text[i:]
         return text
     return None
 
@@ -196,10 +196,11 @@ def main() -> int:
                 message = cli.format_problems(exc)
                 assert message.startswith("error: ")
                 outcomes["input error (exit 1)"] += 1
-            except Exception:  # noqa: BLE001 - counting them is the point
+            except Exception:  # counting them is the point
                 outcomes["UNHANDLED"] += 1
                 if len(unhandled) < 5:
-                    unhandled.append(f"#{i}: " + "".join(traceback.format_exc().splitlines(keepends=True)[-4:]))
+                    last = traceback.format_exc().splitlines(keepends=True)[-4:]
+                    unhandled.append(f"#{i}: " + "".join(last))
             if (i + 1) % 1000 == 0:
                 print(f"  {i + 1} topologies, {outcomes['UNHANDLED']} unhandled, "
                       f"{time.perf_counter() - started:.0f} s", flush=True)
