@@ -64,7 +64,8 @@ class FuzzDumper(yaml.CSafeDumper):  # type: ignore[misc]
 
 
 FuzzDumper.add_representer(HugeDigits, lambda d, v: d.represent_scalar("tag:yaml.org,2002:int", str(v)))
-GARBLE = [":", "-", "[", "{", "&a", "*a", "!!python/object", "\t", "\n", "'", '"', "<<: ", "\x00", "~", "---\n"]
+GARBLE = [":", "-", "[", "{", "&a", "*a", "!!python/object", "\t", "\n", "'", '"', "<<: ", "\x00", "~",
+          "---\n"]
 HOSTILE_NUMBERS: list[Any] = [
     HugeDigits("7" * 5000), 10**4000, -(10**30), -1, 0, 2**63, 1e308, float("inf"), float("nan"), -0.0, 0.1,
     True, None, "5", [], {},
