@@ -136,8 +136,10 @@ def dr03(ctx: Context) -> Iterator[Finding]:
     For every pair of sites, the links joining them are counted; links are independent
     when no two share a carrier (``distinct_carriers``) or a physical path
     (``distinct_paths``). With both, the count is a maximum matching between carriers and
-    paths (networkx): two links by one carrier over different paths count once. The
-    finding's target is the first site of the pair by name.
+    paths (networkx): two links by one carrier over different paths count once. Carriers
+    and paths are compared as the model keeps them: stripped, single-spaced and case-folded
+    (``Carrier-A `` is ``carrier-a``). The finding's target is the first site of the pair by
+    name.
     """
     topo = ctx.topology
     need = ctx.get_int("min_links")
