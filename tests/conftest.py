@@ -20,6 +20,10 @@ from dualdc.policy import Report, run_policy
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# The suite pins evaluation dates with environment.today; only with this is the pin honoured
+# (set before anything loads a topology, and inherited by the commands tests start).
+os.environ["DUALDC_ALLOW_PINNED_TODAY"] = "1"
+
 # The session fixture ``lab`` (a running lab twin, under the machine-wide lab lock).
 pytest_plugins = ["dualdc.lab.testing"]
 

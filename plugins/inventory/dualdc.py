@@ -15,6 +15,8 @@ description:
     validates it with the dualdc model and adds every host with its groups
     (site_, tenant_, zone_, role_, cluster_) and dualdc_* hostvars.
   - An invalid topology fails with the same readable errors as C(invoke validate).
+  - Every value is data, never a template - every string from the model is marked unsafe
+    (Ansible's C(wrap_var)), so a C({{ ... }}) in a topology is written out literally.
 options:
   plugin:
     description: Marks the file as a source for this plugin.
@@ -27,12 +29,15 @@ from typing import Any
 
 from ansible.errors import AnsibleParserError
 from ansible.plugins.inventory import BaseInventoryPlugin
+from ansible.utils.unsafe_proxy import wrap_var
 
 MARKER = "inventory.dualdc.yml"
 
 
 class InventoryModule(BaseInventoryPlugin):  # type: ignore[misc]
     NAME = "dualdc"
+    #: The topology arrives through pull requests: none of its strings is a template.
+    trusted_by_default = False
 
     def verify_file(self, path: str) -> bool:
         return Path(path).name == MARKER and super().verify_file(path)
@@ -43,14 +48,19 @@ class InventoryModule(BaseInventoryPlugin):  # type: ignore[misc]
         try:
             # Imported here so a missing dualdc gives Ansible a clear parser error.
             from dualdc import inventory as dualdc_inventory  # noqa: PLC0415
+            from dualdc.lab import LabError  # noqa: PLC0415
             from dualdc.loader import TopologyError, load_topology  # noqa: PLC0415
+            from dualdc.redact import clean  # noqa: PLC0415
         except ImportError as exc:  # pragma: no cover - depends on the install
             raise AnsibleParserError(f"dualdc is not installed in Ansible's Python: {exc}") from exc
         try:
             topology = load_topology(Path(path).parent)
         except TopologyError as exc:
-            raise AnsibleParserError(f"invalid topology:\n{exc}") from None
-        built = dualdc_inventory.build(topology)
+            raise AnsibleParserError(clean(f"invalid topology:\n{exc}")) from None
+        try:
+            built = dualdc_inventory.build(topology)
+        except (LabError, KeyError, ValueError) as exc:
+            raise AnsibleParserError(clean(f"cannot build the inventory: {exc}")) from None
         for group, hosts in built["groups"].items():
             self.inventory.add_group(group)
             for host in hosts:
@@ -58,4 +68,6 @@ class InventoryModule(BaseInventoryPlugin):  # type: ignore[misc]
         for host, hostvars in built["hostvars"].items():
             self.inventory.add_host(host)
             for key, value in hostvars.items():
-                self.inventory.set_variable(host, key, value)
+                # wrap_var marks every string (recursively) as not a template: Ansible writes
+                # it as it is, whatever it holds ({{ lookup('pipe', ...) }} included).
+                self.inventory.set_variable(host, key, wrap_var(value))

@@ -1,7 +1,13 @@
-"""What every command shares: exit codes (DESIGN §6), loading a topology for a task, output."""
+"""What every command shares: exit codes (DESIGN §6), loading a topology for a task, output.
+
+Every message and report a task shows or writes passes through :func:`dualdc.redact.clean`
+or :func:`dualdc.redact.scrub` here: the same scrubbing drift's reports get.
+"""
 
 from __future__ import annotations
 
+import os
+import stat
 import sys
 from enum import IntEnum
 from pathlib import Path
@@ -11,6 +17,7 @@ from rich.console import Console
 
 from dualdc.loader import TopologyError, load_environment, load_topology
 from dualdc.model import Topology
+from dualdc.redact import clean, scrub, shorten
 
 #: Progress and human messages go to stderr, so stdout stays clean for reports.
 console = Console(stderr=True, highlight=False)
@@ -27,8 +34,13 @@ MAX_PROBLEMS_SHOWN = 40
 
 
 def input_error(message: str) -> Exit:
-    """An :class:`Exit` for bad input (exit 1), to ``raise``."""
-    return Exit(f"error: {message}", code=ExitCode.INPUT)
+    """An :class:`Exit` for bad input (exit 1), to ``raise``; the message is scrubbed and shortened."""
+    return Exit(clean(f"error: {message}"), code=ExitCode.INPUT)
+
+
+def shown_path(path: Path | str) -> str:
+    """A path as a message quotes it (shortened, scrubbed)."""
+    return clean(shorten(repr(str(path)), 160))
 
 
 def format_problems(exc: TopologyError) -> str:
@@ -38,11 +50,15 @@ def format_problems(exc: TopologyError) -> str:
         lines.append(f"... and {len(exc.problems) - MAX_PROBLEMS_SHOWN} more problem(s)")
     count = len(exc.problems)
     header = f"error: the topology is invalid ({count} problem{'s' if count != 1 else ''}):"
-    return "\n".join([header, *lines])
+    return clean("\n".join([header, *lines]))
 
 
 def load(env: str | None = None, topology: str | None = None) -> Topology:
     """Load ``--env NAME`` or ``--topology PATH`` for a task; exit 1 with every problem."""
+    if env == "":
+        raise input_error("--env needs an environment name (a folder under inventories/)")
+    if topology == "":
+        raise input_error("--topology needs a path (a folder of YAML files, or one .yaml file)")
     if env and topology:
         raise input_error("give --env or --topology, not both")
     try:
@@ -53,17 +69,53 @@ def load(env: str | None = None, topology: str | None = None) -> Topology:
         raise Exit(format_problems(exc), code=ExitCode.INPUT) from None
 
 
+def output_target(output: str) -> Path:
+    """Where ``--output`` writes: the file itself, or the file a symbolic link points to.
+
+    Refuses what is not (or would not be) a regular file: a device, a FIFO, a folder,
+    ``/dev/stdout`` (leave out ``--output`` for stdout), a dangling link or a link loop.
+    The link itself is never replaced.
+    """
+    path = Path(output)
+    if path.is_symlink():
+        try:
+            mode = os.stat(path).st_mode
+        except OSError:
+            raise input_error(f"--output {shown_path(output)} is a symbolic link that leads nowhere "
+                              "(dangling, or a loop)") from None
+        if stat.S_ISREG(mode):
+            return Path(os.path.realpath(path))
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        return path
+    except OSError as exc:
+        raise input_error(f"cannot write {shown_path(output)}: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(mode):
+        raise input_error(f"--output {shown_path(output)} is not a regular file (a folder, device, pipe or "
+                          "terminal): give a file path, or leave out --output to print to stdout")
+    return path
+
+
 def write_output(text: str, output: str | None) -> None:
-    """Write a report to ``--output FILE`` (atomically) or to stdout."""
+    """Write a report (scrubbed) to ``--output FILE`` or to stdout.
+
+    The file is replaced atomically (a temporary file beside it, renamed over it, keeping its
+    permissions); through a symbolic link, the link's target is written and the link stays.
+    """
+    text = scrub(text)
     if not output:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
         return
-    path = Path(output)
+    path = output_target(output)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
+        mode = stat.S_IMODE(path.stat().st_mode) if path.exists() else 0o644
         tmp.write_text(text, encoding="utf-8")
+        tmp.chmod(mode)
         tmp.replace(path)
     except OSError as exc:
-        raise input_error(f"cannot write {output}: {exc.strerror or exc}") from None
-    console.print(f"wrote {output}")
+        tmp.unlink(missing_ok=True)
+        raise input_error(f"cannot write {shown_path(output)}: {exc.strerror or exc}") from None
+    console.print(f"wrote {shown_path(output)}")

@@ -17,8 +17,10 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import gc
 import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +30,7 @@ import yaml
 from pydantic import ValidationError
 
 from dualdc.model import ENTITY_LISTS, Entity, ReferenceErrors, Topology, set_positions
+from dualdc.redact import shorten, shown
 
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 INVENTORIES = Path("inventories")
@@ -129,7 +132,8 @@ def _construct(tag: str, value: str, mark: yaml.Mark) -> Any:
     try:
         return _CONSTRUCTOR.construct_object(yaml.ScalarNode(tag, value, mark, mark))
     except (yaml.YAMLError, ValueError, TypeError, OverflowError) as exc:
-        raise _YamlInputError(mark, f"invalid {tag.removeprefix(_TAG)} value {value!r}: {exc}") from None
+        raise _YamlInputError(mark, f"invalid {tag.removeprefix(_TAG)} value {shown(value)}: "
+                                    f"{shorten(str(exc), 120)}") from None
 
 
 def _build(loader: Any, file_name: str) -> Any:
@@ -251,7 +255,7 @@ def display_path(path: Path) -> str:
     """A path relative to the working directory where it is below it."""
     try:
         return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
+    except (ValueError, OSError, RuntimeError):  # outside, or a link loop
         return str(path)
 
 
@@ -280,11 +284,68 @@ def parse_yaml(text: str | bytes, file_name: str) -> Any:
 
 
 def topology_files(path: Path) -> list[Path]:
-    """The YAML files of a topology: a folder's ``*.yaml``/``*.yml`` (sorted), or one file."""
+    """The YAML files of a topology: a folder's ``*.yaml``/``*.yml`` (sorted), or one file.
+
+    Every candidate is listed, whatever it is: :func:`read_topology_file` then refuses what
+    is not a regular file (a FIFO, a device, a dangling link, a link loop) with a reason,
+    rather than the file being skipped in silence.
+    """
     if path.is_dir():
-        return sorted(p for p in path.iterdir() if p.suffix in SUFFIXES and p.is_file()
-                      and not p.name.startswith(".") and p.name not in NOT_TOPOLOGY)
+        return sorted(p for p in path.iterdir() if p.suffix in SUFFIXES
+                      and not p.name.startswith(".") and p.name not in NOT_TOPOLOGY
+                      and not (p.is_dir() and not p.is_symlink()))
     return [path]
+
+
+def _link_problem(path: Path) -> str | None:
+    """Why a path that is a symbolic link cannot be followed, or None."""
+    if not path.is_symlink():
+        return None
+    try:
+        path.resolve(strict=True)
+    except RuntimeError:
+        return "a symbolic link loop"
+    except FileNotFoundError:
+        return f"a dangling symbolic link (to {shorten(os.readlink(path), 120)!r}, which does not exist)"
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "a symbolic link loop"
+        return f"a symbolic link that cannot be followed: {exc.strerror or exc}"
+    return None
+
+
+def read_topology_file(path: Path, budget: int) -> bytes:
+    """Read one topology file: a regular file only, never more than ``budget`` bytes.
+
+    Opened without blocking (a FIFO never hangs the command) and checked on the open
+    descriptor (no race with a swapped file); the size is counted while reading, since
+    ``stat`` can lie (``/proc`` files, a file that grows). Raises ``OSError`` with a
+    readable ``strerror``.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise OSError(exc.errno, "a symbolic link loop") from None
+        raise
+    with os.fdopen(fd, "rb", buffering=0) as handle:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = ("a named pipe (FIFO)" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode)
+                    or stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode) else "a folder"
+                    if stat.S_ISDIR(mode) else "not a regular file")
+            raise OSError(errno.EINVAL, f"{kind}: only regular files are read")
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            chunk = handle.read(min(1 << 20, budget - size + 1))
+            if not chunk:
+                return b"".join(chunks)
+            size += len(chunk)
+            if size > budget:
+                raise OSError(errno.EFBIG, "the topology exceeds the size limit; refusing to read further")
+            chunks.append(chunk)
 
 
 def _merge(documents: list[tuple[str, Any]]) -> tuple[PosDict, list[LoadProblem]]:
@@ -300,7 +361,7 @@ def _merge(documents: list[tuple[str, Any]]) -> tuple[PosDict, list[LoadProblem]
         for key, value in doc.items():
             line, col = doc.key_pos[key][1:]
             if key not in TOP_LEVEL:
-                problems.append(LoadProblem(file_name, line, col, str(key),
+                problems.append(LoadProblem(file_name, line, col, shorten(str(key), 40),
                                             f"unknown section; expected one of {', '.join(TOP_LEVEL)}"))
                 continue
             if key == "environment":
@@ -361,8 +422,7 @@ def _locate(data: Any, loc: tuple[str | int, ...], at_key: bool = False) -> tupl
 
 
 def _found(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+    return shown(value, 60)
 
 
 def _validation_problems(merged: PosDict, exc: ValidationError, fallback: str) -> list[LoadProblem]:
@@ -451,46 +511,59 @@ def gc_paused() -> Iterator[None]:
 
 
 def _load_topology(path: Path, max_bytes: int) -> Topology:
-    shown = display_path(path)
+    where = display_path(path)
+    link = _link_problem(path)
+    if link:
+        raise TopologyError([LoadProblem(where, 0, 0, "", f"cannot read: {link}")])
     if not path.exists():
-        raise TopologyError([LoadProblem(shown, 0, 0, "", "no such file or folder")])
-    files = topology_files(path)
+        raise TopologyError([LoadProblem(where, 0, 0, "", "no such file or folder")])
+    if not path.is_dir() and path.suffix not in SUFFIXES:
+        raise TopologyError([LoadProblem(where, 0, 0, "", "not a topology: give a folder of YAML files or "
+                                         "one file named *.yaml or *.yml")])
+    try:
+        files = topology_files(path)
+    except OSError as exc:
+        raise TopologyError([LoadProblem(where, 0, 0, "", f"cannot read: {exc.strerror or exc}")]) from None
     if not files:
-        raise TopologyError([LoadProblem(shown, 0, 0, "", "no *.yaml files in this folder")])
-    total = 0
+        raise TopologyError([LoadProblem(where, 0, 0, "", "no *.yaml files in this folder")])
+    budget = max_bytes
     problems: list[LoadProblem] = []
     documents: list[tuple[str, Any]] = []
     for file in files:
         name = display_path(file)
         try:
-            size = file.stat().st_size
-            total += size
-            if total > max_bytes:
-                raise TopologyError([LoadProblem(name, 0, 0, "", f"the topology exceeds the size limit of "
-                                                 f"{max_bytes} bytes; refusing to read further")])
-            raw = file.read_bytes()
+            link = _link_problem(file)
+            if link:
+                raise OSError(errno.ELOOP, link)
+            if budget < 0:
+                raise OSError(errno.EFBIG, "the topology exceeds the size limit; refusing to read further")
+            raw = read_topology_file(file, budget)
+            budget -= len(raw)
             documents.append((name, parse_yaml(raw, name)))
         except TopologyError as exc:
             problems.extend(exc.problems)
         except OSError as exc:
-            problems.append(LoadProblem(name, 0, 0, "", f"cannot read: {exc.strerror or exc}"))
+            reason = exc.strerror or str(exc)
+            if exc.errno == errno.EFBIG:
+                reason = f"the topology exceeds the size limit of {max_bytes} bytes; refusing to read further"
+            problems.append(LoadProblem(name, 0, 0, "", f"cannot read: {reason}"))
     merged, merge_problems = _merge(documents)
     problems.extend(merge_problems)
     if problems:
         raise TopologyError(problems)
     if "environment" not in merged:
-        raise TopologyError([LoadProblem(shown, 0, 0, "environment", "required section is missing "
+        raise TopologyError([LoadProblem(where, 0, 0, "environment", "required section is missing "
                                          "(declare it in exactly one file)")])
     try:
         topology = Topology.model_validate(merged)
     except ValidationError as exc:
-        raise TopologyError(_validation_problems(merged, exc, shown)) from None
+        raise TopologyError(_validation_problems(merged, exc, where)) from None
     except ReferenceErrors as exc:
         found = []
         for problem in exc.problems:
             pos, path_text = _locate(merged, problem.loc)
-            where, line, col = pos if pos else (shown, 0, 0)
-            found.append(LoadProblem(where, line, col, path_text, problem.message))
+            at, line, col = pos if pos else (where, 0, 0)
+            found.append(LoadProblem(at, line, col, path_text, problem.message))
         raise TopologyError(found) from None
     _attach_sources(topology, merged)
     return topology
@@ -499,7 +572,8 @@ def _load_topology(path: Path, max_bytes: int) -> Topology:
 def environment_path(env: str, root: Path = INVENTORIES) -> Path:
     """The folder of a named environment; refuses names that are not plain folder names."""
     if not env or os.sep in env or env.startswith(".") or (os.altsep and os.altsep in env):
-        raise TopologyError([LoadProblem(str(root), 0, 0, "", f"invalid environment name {env!r}")])
+        what = "an empty environment name" if not env else f"invalid environment name {shown(env, 60)}"
+        raise TopologyError([LoadProblem(str(root), 0, 0, "", what)])
     path = root / env
     if not path.is_dir():
         known = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []

@@ -13,13 +13,24 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import os
 import re
+import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StringConstraints, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    StringConstraints,
+    model_validator,
+)
 
 Name = Annotated[
     str,
@@ -27,6 +38,120 @@ Name = Annotated[
     Field(description="A lower-case DNS-label name: letters, digits and '-', 2 to 40 characters."),
 ]
 Port = Annotated[int, Field(ge=1, le=65535, description="A TCP or UDP port number.")]
+
+# --------------------------------------------------------------------------- string shapes
+# Every string of the model has a shape: topology files arrive through pull requests and
+# their strings end up in host files, Kubernetes objects and reports. The patterns are in
+# the JSON schema too, so an editor flags a bad value first.
+
+#: No control characters (newlines, tabs, NUL, DEL, the Unicode line separators) anywhere.
+_ONE_LINE = r"[^\x00-\x1f\x7f\u0085\u2028\u2029]"
+#: ... and no leading or trailing space either (first and last character are visible).
+_VISIBLE = r"[^\x00-\x20\x7f\u0085\u2028\u2029]"
+
+
+#: Free text: descriptions, reasons (one line: they reach annotations and reports).
+Text = Annotated[
+    str,
+    StringConstraints(pattern=rf"^{_ONE_LINE}*$", max_length=2000),
+    Field(description="One line of free text, at most 2000 characters, no control characters."),
+]
+#: A short human label: a city, a display name, an approval reference.
+Label = Annotated[
+    str,
+    StringConstraints(pattern=rf"^{_ONE_LINE}*$", max_length=200),
+    Field(description="One line, at most 200 characters, no control characters."),
+]
+#: A kernel network device name: what ``ip link`` accepts (IFNAMSIZ: 15 bytes; no '/', no
+#: whitespace; never '.' or '..'), restricted further to what the networkd files and their
+#: file names can carry without quoting.
+IfName = Annotated[
+    str,
+    StringConstraints(pattern=r"^[a-z][a-z0-9._-]{0,14}$"),
+    Field(description="A network device name: a lower-case letter, then letters, digits, '.', '_' or '-'; "
+                      "15 characters at most (the kernel's limit)."),
+]
+#: A directory group name (RBAC subjects): one line, no surrounding space.
+GroupName = Annotated[
+    str,
+    StringConstraints(pattern=rf"^{_VISIBLE}({_ONE_LINE}{{0,126}}{_VISIBLE})?$"),
+    Field(description="A directory group: 1 to 128 characters, no control characters, no surrounding space."),
+]
+#: A POSIX login name (useradd's portable set).
+UserName = Annotated[
+    str,
+    StringConstraints(pattern=r"^[a-z_][a-z0-9_-]{0,31}$"),
+    Field(description="A login name: lower-case letters, digits, '_' and '-', at most 32 characters."),
+]
+_HOST_LABEL = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
+HOST_PORT_RE = re.compile(rf"^{_HOST_LABEL}(\.{_HOST_LABEL})*(:[0-9]{{1,5}})?$")
+
+
+def _host_port(value: str) -> str:
+    host, _, port = value.partition(":")
+    if len(host) > 253:
+        raise ValueError("the host name is longer than 253 characters")
+    if port and not 1 <= int(port) <= 65535:
+        raise ValueError(f"port {port} is not between 1 and 65535")
+    return value
+
+
+#: ``host[:port]`` of a registry: a DNS name or an IPv4 address, lower case, and a port.
+HostPort = Annotated[
+    str,
+    StringConstraints(pattern=HOST_PORT_RE.pattern),
+    AfterValidator(_host_port),
+    Field(description="host[:port]: a lower-case DNS name or IPv4 address, then optionally ':' and a port."),
+]
+URL_SCHEMES = ("http", "https", "file")
+_URL_PATTERN = r"^(https?|file)://[^\x00-\x20\x7f\"'`<>\\{}|^]+$"
+
+
+def _mirror_url(value: str) -> str:
+    """An apt repository URL, parsed: http(s) with a host (no user or password in it), or file:///path."""
+    parsed = urllib.parse.urlsplit(value)
+    if parsed.scheme not in URL_SCHEMES:
+        raise ValueError(f"the scheme must be one of {', '.join(URL_SCHEMES)}")
+    if parsed.query or parsed.fragment:
+        raise ValueError("a mirror URL has no query ('?') or fragment ('#')")
+    if parsed.scheme == "file":
+        if parsed.netloc or not parsed.path.startswith("/"):
+            raise ValueError("a file URL is file:///absolute/path")
+        return value
+    if parsed.username is not None or parsed.password is not None:
+        raise ValueError("a mirror URL carries no user or password (credentials never go in the topology)")
+    try:
+        port = parsed.port
+    except ValueError:
+        raise ValueError("the port is not a number between 0 and 65535") from None
+    host = parsed.hostname or ""
+    if not HOST_PORT_RE.match(host) or port == 0:
+        raise ValueError(f"{host!r} is not a host name or IPv4 address")
+    return value
+
+
+MirrorUrl = Annotated[
+    str,
+    StringConstraints(pattern=_URL_PATTERN, max_length=2048),
+    AfterValidator(_mirror_url),
+    Field(description="An http://, https:// or file:/// URL without credentials, spaces, quotes or braces."),
+]
+
+
+def _normalise_words(value: Any) -> Any:
+    """Strip, collapse inner whitespace and casefold, so 'Carrier-A ' and 'carrier-a' are one."""
+    return " ".join(value.split()).casefold() if isinstance(value, str) else value
+
+
+#: A name compared between entities (carriers, routes): normalised before it is kept.
+Normalised = Annotated[
+    str,
+    BeforeValidator(_normalise_words),
+    StringConstraints(pattern=rf"^{_VISIBLE}({_ONE_LINE}{{0,198}}{_VISIBLE})?$"),
+    Field(description="One line of at most 200 characters; kept stripped, single-spaced and case-folded."),
+]
+#: A rule parameter's text value.
+ParamText = Annotated[str, StringConstraints(pattern=rf"^{_ONE_LINE}*$", max_length=4096)]
 
 
 class Zone(StrEnum):
@@ -168,10 +293,11 @@ class Entity(BaseModel):
 
 
 class Mirrors(Entity):
-    apt: str = Field(description="URL of the internal Debian mirror the hosts install from.")
-    apt_suite: str = Field(default="bookworm", description="Debian suite the mirror serves.")
-    registry: str = Field(description="host[:port] of the internal OCI registry mirror for containerd.")
-    kubernetes_apt: str | None = Field(
+    apt: MirrorUrl = Field(description="URL of the internal Debian mirror the hosts install from.")
+    apt_suite: str = Field(default="bookworm", pattern=r"^[a-z][a-z0-9.-]{0,31}$",
+                           description="Debian suite the mirror serves.")
+    registry: HostPort = Field(description="host[:port] of the internal OCI registry mirror for containerd.")
+    kubernetes_apt: MirrorUrl | None = Field(
         default=None, description="URL of the internal Kubernetes package repository; none disables it."
     )
 
@@ -192,15 +318,17 @@ class LogRetention(Entity):
 class Admin(Entity):
     name: Name = Field(description="Login name of the administrator.")
     ssh_public_key: str = Field(
-        pattern=r"^(ssh-ed25519|ecdsa-sha2-nistp(256|384|521)|ssh-rsa) [A-Za-z0-9+/=]+( .*)?$",
-        description="OpenSSH public key line.",
+        pattern=(r"^(ssh-ed25519|ecdsa-sha2-nistp(256|384|521)|ssh-rsa) [A-Za-z0-9+/]+={0,3}"
+                 rf"( {_ONE_LINE}*)?$"),
+        max_length=16384,
+        description="OpenSSH public key line: type, base64 key, and a comment without control characters.",
     )
     sudo: bool = Field(default=True, description="Whether the admin may use sudo.")
 
 
 class Environment(Entity):
     name: Name = Field(description="Environment name; equals the folder name under inventories/.")
-    description: str = Field(default="", description="Free text.")
+    description: Text = Field(default="", description="Free text.")
     lab: bool = Field(default=False, description="True for the lab twin built on one Linux machine.")
     layers: list[Layer] = Field(min_length=1, description="Layers this environment has.")
     deploy_order: list[Name] = Field(min_length=1, description="Sites in the order deploy touches them.")
@@ -209,15 +337,17 @@ class Environment(Entity):
     access: AccessPolicy = Field(description="Login lockout and idle timeout (PW-01).")
     log_retention: LogRetention = Field(description="Log retention on the log hosts (LOG-01).")
     admins: list[Admin] = Field(default_factory=list, description="Administrators with SSH access.")
-    ssh_user: str = Field(default="root", description="User Ansible connects as.")
+    ssh_user: UserName = Field(default="root", description="User Ansible connects as.")
     kubernetes_version: str = Field(
         default="1.30", pattern=r"^1\.\d+$", description="Default Kubernetes minor version of clusters."
     )
-    policy: dict[str, dict[str, int | float | str | bool]] = Field(
+    policy: dict[str, dict[str, int | float | ParamText | bool]] = Field(
         default_factory=dict, description="Rule parameter overrides: {rule id: {parameter: value}}."
     )
     today: dt.date | None = Field(
-        default=None, description="Pin the evaluation date (for reproducible checks); default: today."
+        default=None,
+        description="Pin the evaluation date. Honoured only by the test suite (DUALDC_ALLOW_PINNED_TODAY=1) "
+                    "and always reported; otherwise waivers are judged against the real date.",
     )
 
 
@@ -226,8 +356,8 @@ class Environment(Entity):
 
 class Site(Entity):
     name: Name = Field(description="Site name, e.g. gwangju or jeonju.")
-    description: str = Field(default="", description="Free text.")
-    city: str = Field(description="City the data center is in.")
+    description: Text = Field(default="", description="Free text.")
+    city: Label = Field(description="City the data center is in.")
     latitude: float = Field(ge=-90, le=90, description="Latitude in degrees (DR-02 distance).")
     longitude: float = Field(ge=-180, le=180, description="Longitude in degrees (DR-02 distance).")
     racks: int = Field(ge=1, description="Number of racks.")
@@ -238,9 +368,11 @@ class Site(Entity):
 class Tenant(Entity):
     name: Name = Field(description="kjbank, jbbank or group.")
     kind: TenantKind = Field(description="bank, or shared for group services.")
-    display_name: str = Field(description="Human name, e.g. 광주은행.")
-    admin_groups: list[str] = Field(default_factory=list, description="Directory groups with admin rights.")
-    viewer_groups: list[str] = Field(default_factory=list, description="Directory groups with read rights.")
+    display_name: Label = Field(description="Human name, e.g. 광주은행.")
+    admin_groups: list[GroupName] = Field(default_factory=list,
+                                          description="Directory groups with admin rights.")
+    viewer_groups: list[GroupName] = Field(default_factory=list,
+                                           description="Directory groups with read rights.")
 
 
 class Segment(Entity):
@@ -257,8 +389,9 @@ class Interface(Entity):
     name: str = Field(pattern=r"^[a-z][a-z0-9.]{0,14}$", description="Device name on the host, e.g. bond0.")
     segment: Name = Field(description="Segment the interface is attached to.")
     address: ipaddress.IPv4Address = Field(description="IPv4 address in the segment.")
-    members: list[str] = Field(default_factory=list, description="Bond members (LACP); empty if not a bond.")
-    parent: str | None = Field(
+    members: list[IfName] = Field(default_factory=list,
+                                  description="Bond members (LACP); empty if not a bond.")
+    parent: IfName | None = Field(
         default=None, description="Parent device of a VLAN sub-interface (tagged with the segment's VLAN)."
     )
 
@@ -272,7 +405,8 @@ class Interface(Entity):
 class Host(Entity):
     name: Name = Field(description="Host name.")
     site: Name = Field(description="Site the host is at.")
-    rack: str = Field(min_length=1, description="Rack label.")
+    rack: str = Field(pattern=r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,30}[A-Za-z0-9])?$",
+                      description="Rack label: letters, digits, '.', '_' and '-', at most 32 characters.")
     role: HostRole = Field(description="What the host does.")
     tenant: Name = Field(default="group", description="Tenant owning the host.")
     cluster: Name | None = Field(default=None, description="Kubernetes cluster the host is a node of.")
@@ -305,7 +439,8 @@ class Cluster(Entity):
     )
     pod_cidr: ipaddress.IPv4Network = Field(description="Pod network.")
     service_cidr: ipaddress.IPv4Network = Field(description="Service network.")
-    kube_context: str | None = Field(default=None, description="kubeconfig context; default: the name.")
+    kube_context: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._@:/-]{0,252}$",
+                                     description="kubeconfig context; default: the name.")
 
 
 class Database(Entity):
@@ -321,7 +456,7 @@ class Backup(Entity):
 
 class Service(Entity):
     name: Name = Field(description="Service name.")
-    description: str = Field(default="", description="Free text.")
+    description: Text = Field(default="", description="Free text.")
     tenant: Name = Field(description="Tenant running the service.")
     zone: Zone = Field(description="Zone the service sits in.")
     tier: int = Field(ge=1, le=3, description="1 = 핵심업무 (core business).")
@@ -335,8 +470,10 @@ class Service(Entity):
     own_namespace: bool = Field(default=False, description="Give the service its own namespace.")
     relay: bool = Field(default=False, description="A declared relay into internal (NS-01).")
     personal_data: bool = Field(default=False, description="Processes personal data (LOG-01).")
-    cpu: float = Field(ge=0, description="CPU cores needed to run it at one site (CAP-01).")
-    memory_gib: float = Field(ge=0, description="Memory needed to run it at one site (CAP-01).")
+    cpu: float = Field(ge=0, allow_inf_nan=False,
+                       description="CPU cores needed to run it at one site (CAP-01).")
+    memory_gib: float = Field(ge=0, allow_inf_nan=False,
+                              description="Memory needed to run it at one site (CAP-01).")
     ports: list[Port] = Field(default_factory=list, description="Ports the service listens on.")
     database: Database | None = Field(default=None, description="PostgreSQL database (CloudNativePG).")
     backup: Backup | None = Field(default=None, description="Backup schedule (Velero).")
@@ -356,7 +493,7 @@ class Service(Entity):
 
 class Institution(Entity):
     name: Name = Field(description="Outside institution, e.g. kftc.")
-    display_name: str = Field(description="Human name, e.g. 금융결제원.")
+    display_name: Label = Field(description="Human name, e.g. 금융결제원.")
     cidrs: list[ipaddress.IPv4Network] = Field(min_length=1, description="Its networks we connect to.")
     ports: list[Port] = Field(min_length=1, description="Ports it is reached on (EXT-01).")
 
@@ -375,7 +512,7 @@ class Flow(Entity):
     destination: EndpointRef = Field(description="Who listens.")
     protocol: Protocol = Field(default=Protocol.TCP, description="tcp or udp.")
     ports: list[Port] | Literal["any"] = Field(description="Destination ports, or 'any' (EXT-01 flags it).")
-    purpose: str = Field(default="", description="Why the flow exists (NS-03).")
+    purpose: Text = Field(default="", description="Why the flow exists (NS-03).")
     cross_site: bool = Field(default=False, description="Connects the two sites (else paired per site).")
 
 
@@ -386,18 +523,21 @@ class LinkEnd(Entity):
 
 class Link(Entity):
     name: Name = Field(description="Inter-site link name.")
-    carrier: str = Field(min_length=1, description="Carrier providing the circuit.")
-    path: str = Field(min_length=1, description="Physical route; independent links have distinct paths.")
-    bandwidth_gbps: float = Field(gt=0, description="Capacity.")
+    carrier: Normalised = Field(description="Carrier providing the circuit (compared case- and space-blind).")
+    path: Normalised = Field(
+        description="Physical route; independent links have distinct paths (compared case- and space-blind)."
+    )
+    bandwidth_gbps: float = Field(gt=0, allow_inf_nan=False, description="Capacity.")
     network: ipaddress.IPv4Network = Field(description="Point-to-point network of the link.")
     ends: list[LinkEnd] = Field(min_length=2, max_length=2, description="The two ends.")
 
 
 class Waiver(Entity):
     rule: str = Field(pattern=r"^[A-Z]{2,4}-\d{2}$", description="Rule id waived, e.g. DR-01.")
-    target: str = Field(min_length=1, description="Finding target, e.g. 'service:jb-card'.")
-    reason: str = Field(min_length=10, description="Why the waiver is acceptable.")
-    approval: str = Field(min_length=3, description="정보보호위원회 resolution reference.")
+    target: str = Field(pattern=r"^[a-z]+:[^\x00-\x20\x7f]{1,200}$",
+                        description="Finding target, e.g. 'service:jb-card'.")
+    reason: Text = Field(min_length=10, description="Why the waiver is acceptable.")
+    approval: Label = Field(min_length=3, description="정보보호위원회 resolution reference.")
     expires: dt.date = Field(description="Last day the waiver holds.")
 
 
@@ -418,6 +558,15 @@ class ReferenceErrors(Exception):
     def __init__(self, problems: list[Problem]) -> None:
         super().__init__(f"{len(problems)} reference problem(s)")
         self.problems = problems
+
+
+#: Set to ``1`` (tests only) to let ``environment.today`` pin the evaluation date.
+PINNED_TODAY_ENV = "DUALDC_ALLOW_PINNED_TODAY"
+
+
+def today_pin_allowed() -> bool:
+    """Whether ``environment.today`` is honoured (only under the test suite)."""
+    return os.environ.get(PINNED_TODAY_ENV) == "1"
 
 
 ENTITY_LISTS: tuple[str, ...] = (
@@ -521,7 +670,15 @@ class Topology(Entity):
         return sorted(sites, key=lambda s: (s != service.primary_site, s))
 
     def today(self) -> dt.date:
-        return self.environment.today or dt.date.today()
+        """The date waivers are judged against: the real one.
+
+        ``environment.today`` pins it only when :data:`PINNED_TODAY_ENV` is ``1`` (the test
+        suite sets it); a topology cannot move its own clock. Rule WV-03 reports the pin.
+        """
+        pinned = self.environment.today
+        if pinned is not None and today_pin_allowed():
+            return pinned
+        return dt.date.today()
 
     def iter_entities(self) -> Iterator[tuple[str, Entity]]:
         """Every named entity as ('kind:name', entity)."""

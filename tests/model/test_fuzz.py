@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import BaseModel
 
 from dualdc.loader import TopologyError, load_topology
 from dualdc.model import Topology
@@ -122,3 +123,47 @@ def test_random_documents(document: Any):
         text = yaml.dump(document, Dumper=yaml.CSafeDumper, allow_unicode=True)
         (folder / "zz-random.yaml").write_text(text, encoding="utf-8")
         _check(folder)
+
+
+# Hostile strings into the string fields: a Topology whose strings hold no control character,
+# or a TopologyError whose messages fit a line and echo no long value.
+HOSTILE = ["{{ lookup('pipe', 'id') }}", "a\nb", "a\rb", "\x00", "\x1b[2J", "a\u2028b", "../../etc", "..",
+           'x"]\n[y', "x" * 3000, " padded ", "system:masters", "*"]
+STRING_SECTIONS = {"hosts": ["rack", "name", "site"], "links": ["carrier", "path"],
+                   "flows": ["purpose", "name"], "tenants": ["display_name", "admin_groups"],
+                   "sites": ["city", "description"], "services": ["description"]}
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    if isinstance(value, BaseModel):
+        return [s for name in type(value).model_fields for s in _strings(getattr(value, name))]
+    return []
+
+
+@FUZZ
+@given(section=st.sampled_from(sorted(STRING_SECTIONS)), pick=st.floats(min_value=0, max_value=1),
+       text=st.sampled_from(HOSTILE) | st.text(max_size=40))
+def test_hostile_strings_are_refused_or_harmless(section: str, pick: float, text: str):
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = _copy_lab(tmp)
+        for path in sorted(folder.glob("*.yaml")):
+            data = yaml.load(path.read_text(encoding="utf-8"), Loader=yaml.CSafeLoader)
+            if section not in data:
+                continue
+            fields = STRING_SECTIONS[section]
+            field = fields[int(pick * (len(fields) - 1))]
+            data[section][0][field] = [text] if field == "admin_groups" else text
+            path.write_text(yaml.dump(data, Dumper=yaml.CSafeDumper, allow_unicode=True), encoding="utf-8")
+            break
+        try:
+            topology = load_topology(folder)
+        except TopologyError as exc:
+            for problem in exc.problems:
+                assert "\n" not in problem.message and len(problem.message) < 700
+            return
+        for value in _strings(topology):
+            assert not any(ord(c) < 32 or c in "\x7f\u2028\u2029\x85" for c in value), value

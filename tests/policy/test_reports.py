@@ -24,7 +24,7 @@ SARIF_SCHEMA = Path(os.environ.get("DUALDC_SARIF_SCHEMA",
 
 @pytest.fixture
 def broken(lab):
-    """A lab copy with two errors, a warning and a waived finding."""
+    """A lab copy with two errors, two warnings (STR-13; WV-03: the pinned date) and a waived finding."""
     lab.add_flow("dmz-to-core", "segment:gj-kjbank-dmz", "service:kj-core-banking", [8443])
     lab.find("segments", "gj-jbbank-dmz")["vlan"] = 210
     lab.add_flow("gj-to-jj-mgmt", "segment:gj-group-mgmt", "segment:jj-group-mgmt", [22])
@@ -40,11 +40,12 @@ def test_text_groups_findings_by_severity(broken):
     report = broken.report()
     text = reports.render_text(report)
     errors = text.index("errors (2)")
-    warnings = text.index("warnings (1)")
+    warnings = text.index("warnings (2)")
     waived = text.index("waived (1)")
     assert errors < warnings < waived
     assert "NS-01" in text[errors:warnings] and "STR-03" in text[errors:warnings]
     assert "STR-13" in text[warnings:waived] and "정보보호위원회 2026-07" in text[waived:]
+    assert "WV-03" in text[warnings:waived] and "environment.today is set to 2026-06-01" in text
     assert "FAILED" in text.splitlines()[-1]
     assert all(line == line.rstrip() for line in text.splitlines())
 
@@ -53,7 +54,7 @@ def test_json_shape_is_documented_and_stable(broken):
     data = json.loads(reports.render_json(broken.report()))
     assert data["schema"] == "dualdc.validate/1"
     assert data["passed"] is False and data["fail_on"] == "error"
-    assert data["summary"] == {"error": 2, "warning": 1, "advisory": 0, "waived": 1, "rules": len(RULES),
+    assert data["summary"] == {"error": 2, "warning": 2, "advisory": 0, "waived": 1, "rules": len(RULES),
                                "failing": 2}
     ns01 = next(f for f in data["findings"] if f["rule"] == "NS-01")
     assert ns01["target"] == "flow:dmz-to-core" and ns01["severity"] == "error" and ns01["waived"] is False
@@ -128,7 +129,7 @@ def test_junit_has_a_test_case_per_rule_and_a_failure_per_failing_finding(broken
     assert root.get("failures") == "2" and root.find("testsuite").get("tests") == str(len(RULES))
     # failing on warnings turns the warning into a failure
     strict = ET.fromstring(reports.render_junit(report, Severity.WARNING))
-    assert strict.get("failures") == "3"
+    assert strict.get("failures") == "4"
 
 
 def test_exit_codes(broken, copy_env):

@@ -32,9 +32,10 @@ from pathlib import Path
 from typing import Any
 
 import ansible_runner
+import yaml
 
 from dualdc.ansible.results import Collector, RunOptions, RunResult, TaskResult
-from dualdc.ops.redact import scrub
+from dualdc.redact import scrub
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 CALLBACK_DIR = PACKAGE_DIR / "callback_plugins"
@@ -200,6 +201,28 @@ def _scrub_command_file(artifacts: Path) -> None:
     tmp.replace(path)
 
 
+class _UnsafeDumper(yaml.SafeDumper):
+    """Writes every string with Ansible's ``!unsafe`` tag: data that is never templated."""
+
+
+def _unsafe_str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+    return dumper.represent_scalar("!unsafe", value, style="'")
+
+
+_UnsafeDumper.add_representer(str, _unsafe_str)
+
+
+def write_unsafe_extravars(extravars: dict[str, Any], path: Path) -> None:
+    """Write extra variables for ``-e @path`` with every string marked ``!unsafe``.
+
+    Ansible trusts an extra-vars file as templates; extra variables are data (addresses,
+    names), so each string is tagged and a ``{{ ... }}`` in one is passed on literally.
+    """
+    text = yaml.dump(extravars, Dumper=_UnsafeDumper, allow_unicode=True, sort_keys=True)
+    path.write_text(text, encoding="utf-8")
+    path.chmod(0o600)
+
+
 def run_playbook(run: PlaybookRun, on_event: EventSink | None = None) -> RunResult:
     """Run the playbook; stream each event to ``on_event``; return the collected result.
 
@@ -225,7 +248,12 @@ def run_playbook(run: PlaybookRun, on_event: EventSink | None = None) -> RunResu
         if data.get("status") == "running":
             _scrub_command_file(artifacts)
 
-    cmdline = " ".join(a for a in ("--check" if run.check else "", "--diff" if run.diff else "") if a)
+    flags = ["--check" if run.check else "", "--diff" if run.diff else ""]
+    if run.extravars:
+        extravars_file = artifacts / "extravars.yml"
+        write_unsafe_extravars(run.extravars, extravars_file)
+        flags.append("-e " + shlex.quote("@" + str(extravars_file)))
+    cmdline = " ".join(a for a in flags if a)
     started = dt.datetime.now(dt.UTC)
     t0 = time.monotonic()
     options = RunOptions(forks=run.forks, strategy=run.strategy, pipelining=run.pipelining, check=run.check,
@@ -238,7 +266,6 @@ def run_playbook(run: PlaybookRun, on_event: EventSink | None = None) -> RunResu
         "ident": ident,
         "forks": run.forks,
         "envvars": _envvars(run, skips_file),
-        "extravars": run.extravars or None,
         "quiet": True,
         "suppress_env_files": True,
         "rotate_artifacts": KEEP_ARTIFACTS,

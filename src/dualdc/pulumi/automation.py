@@ -20,6 +20,7 @@ import os
 import shutil
 import subprocess
 import sys
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum, StrEnum
@@ -28,7 +29,7 @@ from pathlib import Path
 from pulumi import automation as auto
 from pulumi.automation.errors import CommandError, InvalidVersionError
 
-from dualdc.ops.redact import scrub
+from dualdc.redact import scrub, shown
 from dualdc.render import StackTarget
 from dualdc.stacks.config import ENV_OVERRIDE
 
@@ -87,8 +88,12 @@ def backend_url(environment: str, override: str | None = None, state_root: Path 
     url = override or os.environ.get(BACKEND_ENV)
     if url:
         if not url.startswith(ALLOWED_SCHEMES):
-            raise PulumiUnavailable(f"backend {url!r} is not self-managed: use file://<dir> or "
+            raise PulumiUnavailable(f"backend {shown(url, 120)} is not self-managed: use file://<dir> or "
                                     "s3://<bucket>?endpoint=<host:port>&s3ForcePathStyle=true")
+        if "@" in urllib.parse.urlsplit(url).netloc:
+            raise PulumiUnavailable(f"backend {shown(url, 120)} carries credentials in its URL: give them "
+                                    "through the environment (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
+                                    "for s3://), never on the command line")
         return url
     return (state_root / environment / "pulumi").resolve().as_uri()
 

@@ -12,6 +12,7 @@ from invoke.tasks import task
 from rich.table import Table
 
 from dualdc import cli, inventory, schema
+from dualdc.lab import LabError
 from dualdc.loader import TopologyError
 from dualdc.model import Severity
 from dualdc.policy import iter_rules, run_policy
@@ -28,7 +29,8 @@ ROOT = Path(__file__).resolve().parents[3]
     "fail_on": "Lowest severity that fails the run (exit 2): error (default), warning or advisory.",
     "list_rules": "List the rules with their severity, source and parameters, and exit.",
 })
-def validate(c: Context, *, env: str = "", topology: str = "", format: str = "text", output: str = "",
+def validate(c: Context, *, env: str | None = None, topology: str | None = None, format: str = "text",
+             output: str = "",
              fail_on: str = "error", list_rules: bool = False) -> None:
     """Check a topology against the policy pack (DESIGN §4) and the structural checks.
 
@@ -46,13 +48,15 @@ def validate(c: Context, *, env: str = "", topology: str = "", format: str = "te
         _print_rules()
         return
     started = time.perf_counter()
-    loaded = cli.load(env or None, topology or None)
+    loaded = cli.load(env, topology)
     cli.console.print(f"loaded {loaded.environment.name}: {len(loaded.hosts)} hosts, {len(loaded.segments)} "
                       f"segments, {len(loaded.flows)} flows; checking the rules", soft_wrap=True)
     try:
         report = run_policy(loaded)
     except TopologyError as exc:
         raise Exit(cli.format_problems(exc), code=cli.ExitCode.INPUT) from None
+    if output:
+        cli.output_target(output)  # refuse a bad --output before the work, not after
     text = reports.render(report, format, threshold, root=ROOT)
     cli.write_output(text, output or None)
     code = reports.exit_code(report, threshold)
@@ -107,12 +111,19 @@ def inventory_(c: Context, env: str = "lab", fmt: str = "graph") -> None:
     if fmt not in ("graph", "json"):
         raise cli.input_error(f"--fmt must be graph or json, not {fmt!r}")
     topology = cli.load(env)
-    built = inventory.build(topology)
+    try:
+        built = inventory.build(topology)
+    except LabError as exc:
+        raise cli.input_error(f"cannot build the inventory of {topology.environment.name}: {exc}") from None
+    except (KeyError, ValueError) as exc:
+        # what ansible-inventory reports as a parse error of the source, said readably
+        raise cli.input_error(f"cannot build the inventory of {topology.environment.name}: "
+                              f"{exc.args[0] if exc.args else exc}") from None
     if fmt == "json":
-        print(json.dumps(built, indent=2, sort_keys=True))
+        cli.write_output(json.dumps(built, indent=2, sort_keys=True), None)
         return
-    print("@all:")
+    lines = ["@all:"]
     for group, hosts in built["groups"].items():
-        print(f"  |--@{group}:")
-        for host in sorted(hosts):
-            print(f"  |  |--{host}")
+        lines.append(f"  |--@{group}:")
+        lines += [f"  |  |--{host}" for host in sorted(hosts)]
+    cli.write_output("\n".join(lines), None)

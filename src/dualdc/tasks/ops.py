@@ -222,6 +222,8 @@ def drift(
     if format not in FORMATS:
         raise cli.input_error(f"--format must be one of {', '.join(FORMATS)}, not {format!r}")
     topology = cli.load(env)
+    if output:
+        cli.output_target(output)  # a bad --output is refused before the run, not after it
     chosen = _site(topology, site)
     ledger = _ledger(topology)
     sites = sites_of(topology, chosen)
@@ -349,6 +351,8 @@ def deploy(
     if format not in DEPLOY_FORMATS:
         raise cli.input_error(f"--format must be one of {', '.join(DEPLOY_FORMATS)}, not {format!r}")
     topology = cli.load(env)
+    if output:
+        cli.output_target(output)  # a bad --output is refused before the run, not after it
     chosen = _site(topology, site)
     ledger = _ledger(topology)
     sites = sites_of(topology, chosen)

@@ -11,6 +11,7 @@ from invoke.tasks import task
 from dualdc import cli, render
 from dualdc.model import Layer, Topology
 from dualdc.pulumi import Operation, PulumiFailed, PulumiUnavailable, StackRunner
+from dualdc.redact import clean
 from dualdc.stacks.validation import UnsupportedVersion
 
 
@@ -35,6 +36,9 @@ def render_(c: Context, env: str = "lab", site: str = "", out: str = "") -> None
     """
     topology = cli.load(env)
     out_root = Path(out) if out else render.RENDER_ROOT
+    if out_root.exists() and not out_root.is_dir():
+        raise cli.input_error(f"--out {cli.shown_path(out_root)} is not a folder: give a folder to write "
+                              "the rendered objects into (it is created if missing)")
     try:
         targets = render.stack_targets(topology, _site(topology, site))
         stacks = []
@@ -48,7 +52,10 @@ def render_(c: Context, env: str = "lab", site: str = "", out: str = "") -> None
             for warning in stack.warnings:
                 cli.console.print(f"  warning: {warning}", soft_wrap=True)
     except render.RenderError as exc:
-        raise Exit("error: cannot render the stacks:\n" + "\n".join(exc.problems), code=cli.ExitCode.INPUT) \
+        raise Exit(clean("error: cannot render the stacks:\n" + "\n".join(exc.problems)),
+                   code=cli.ExitCode.INPUT) from None
+    except OSError as exc:
+        raise cli.input_error(f"cannot write under {cli.shown_path(out_root)}: {exc.strerror or exc}") \
             from None
     except UnsupportedVersion as exc:
         raise Exit(f"error: cannot validate the rendered objects: {exc}", code=cli.ExitCode.UNVERIFIED) \
@@ -86,8 +93,8 @@ def preview(c: Context, env: str = "lab", site: str = "", backend: str = "",
     changed = []
     for target in targets:
         cli.console.print(f"previewing {target.label} ...")
-        runner = StackRunner(target, env, backend or None, on_output=lambda line: print(line, end=""))
         try:
+            runner = StackRunner(target, env, backend or None, on_output=lambda line: print(line, end=""))
             outcome = runner.run(Operation.PREVIEW)
         except PulumiUnavailable as exc:
             raise cli.input_error(str(exc)) from None

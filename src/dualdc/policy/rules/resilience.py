@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Iterator
+from decimal import Decimal
 
 import networkx as nx
 
@@ -135,8 +136,10 @@ def dr03(ctx: Context) -> Iterator[Finding]:
     For every pair of sites, the links joining them are counted; links are independent
     when no two share a carrier (``distinct_carriers``) or a physical path
     (``distinct_paths``). With both, the count is a maximum matching between carriers and
-    paths (networkx): two links by one carrier over different paths count once. The
-    finding's target is the first site of the pair by name.
+    paths (networkx): two links by one carrier over different paths count once. Carriers
+    and paths are compared as the model keeps them: stripped, single-spaced and case-folded
+    (``Carrier-A `` is ``carrier-a``). The finding's target is the first site of the pair by
+    name.
     """
     topo = ctx.topology
     need = ctx.get_int("min_links")
@@ -164,6 +167,11 @@ def dr03(ctx: Context) -> Iterator[Finding]:
             )
 
 
+def _exact(value: float | int) -> Decimal:
+    """A model number as an exact decimal (0.1 stays 0.1: the boundary is judged exactly)."""
+    return Decimal(str(value))
+
+
 @rule(
     "CAP-01",
     title="Either site alone can carry every tier-1 service of both sites",
@@ -173,7 +181,7 @@ def dr03(ctx: Context) -> Iterator[Finding]:
         "tier": Param(1, "Services of this tier or more critical are counted."),
         "max_utilisation": Param(0.8, "Share of a site's capacity that may be planned for (0 to 1)."),
         "capacity_roles": Param(
-            "k8s_worker,db", "Host roles whose CPU and memory carry services (comma-separated)."
+            "k8s_worker", "Roles of a cluster's hosts that run its workloads (comma-separated)."
         ),
     },
     param_check=lambda p: (
@@ -188,32 +196,38 @@ def dr03(ctx: Context) -> Iterator[Finding]:
 def cap01(ctx: Context) -> Iterator[Finding]:
     """Either site alone can carry every tier-1 service of both sites (CPU and memory).
 
-    A site's capacity is the CPU and memory of its hosts of the ``capacity_roles``
-    (Kubernetes workers and database hosts), times ``max_utilisation``. The demand is the
-    sum of the ``cpu`` and ``memory_gib`` of every service of tier ``tier`` or lower,
-    wherever its primary site is: after losing the other site, this one runs them all.
+    A site's capacity is the CPU and memory of the hosts there that can run a counted
+    service: the hosts of the ``capacity_roles`` (Kubernetes workers) of the clusters the
+    services run on, and the hosts the services declare. A DMZ cluster's workers, database
+    hosts or workers of a cluster no counted service uses are not capacity. Times
+    ``max_utilisation``. The demand is the sum of the ``cpu`` and ``memory_gib`` of every
+    service of tier ``tier`` or lower, wherever its primary site is: after losing the other
+    site, this one runs them all. Sums are exact decimals: demand equal to capacity passes.
     """
     topo = ctx.topology
     roles = {HostRole(r) for r in ctx.get_list("capacity_roles")}
-    share = ctx.get_float("max_utilisation")
+    share = _exact(ctx.get_float("max_utilisation"))
     services = _tiered(ctx)
-    cpu_need = sum(s.cpu for s in services)
-    mem_need = sum(s.memory_gib for s in services)
+    cpu_need = sum((_exact(s.cpu) for s in services), Decimal(0))
+    mem_need = sum((_exact(s.memory_gib) for s in services), Decimal(0))
+    clusters = {c for s in services for c in s.clusters}
+    declared = {h for s in services for h in s.hosts}
     for site in topo.sites:
-        hosts = [h for h in topo.hosts_at(site.name) if h.role in roles]
+        hosts = [h for h in topo.hosts_at(site.name)
+                 if h.name in declared or (h.cluster in clusters and h.role in roles)]
         cpu = sum(h.cpu for h in hosts) * share
         mem = sum(h.memory_gib for h in hosts) * share
         short = []
         if cpu_need > cpu:
-            short.append(f"{cpu_need:g} CPU cores against {cpu:g} usable")
+            short.append(f"{cpu_need:f} CPU cores against {cpu.normalize():f} usable")
         if mem_need > mem:
-            short.append(f"{mem_need:g} GiB of memory against {mem:g} usable")
+            short.append(f"{mem_need:f} GiB of memory against {mem.normalize():f} usable")
         if short:
             yield ctx.finding(
                 f"site:{site.name}",
                 f"{site.name} alone cannot carry the {len(services)} tier-"
                 f"{ctx.get_int('tier')} services of both sites: {' and '.join(short)} "
-                f"({share:.0%} of its {', '.join(sorted(r.value for r in roles))} hosts)",
+                f"({share:.0%} of the {len(hosts)} hosts there that can run them)",
                 site,
             )
 

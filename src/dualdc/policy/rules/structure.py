@@ -7,12 +7,13 @@ run. They cannot be waived: fix the topology instead.
 
 from __future__ import annotations
 
+import datetime as dt
 import ipaddress
 from collections import Counter
 from collections.abc import Iterator
 
 from dualdc.flows import service_segment
-from dualdc.model import ENTITY_LISTS, Entity, HostRole, Severity, Zone
+from dualdc.model import ENTITY_LISTS, Entity, HostRole, Severity, Zone, today_pin_allowed
 from dualdc.policy.engine import Context, Finding, Param, rule, waiver_target
 from dualdc.policy.rules.common import conns_of
 from dualdc.policy.rules.network import overlaps, private_scope_blocks
@@ -457,3 +458,29 @@ def wv02(ctx: Context) -> Iterator[Finding]:
     other rule has run.
     """
     return iter(())
+
+
+@rule(
+    "WV-03",
+    title="The evaluation date is the real date",
+    severity=Severity.WARNING,
+    source="전자금융감독규정 시행세칙 제2조의2 (a waiver holds until its expiry, judged by the calendar)",
+    waivable=False,
+)
+def wv03(ctx: Context) -> Iterator[Finding]:
+    """``environment.today`` is not set (a warning when it is).
+
+    Waivers and exemptions expire on a date; a topology that sets its own ``today`` could
+    keep an expired waiver alive. The date is therefore honoured only under the test suite
+    (``DUALDC_ALLOW_PINNED_TODAY=1``) and otherwise ignored; either way its presence is
+    reported, so a pinned date never passes unnoticed.
+    """
+    env = ctx.topology.environment
+    if env.today is None:
+        return
+    if today_pin_allowed():
+        how = f"waivers are judged as of {env.today} (DUALDC_ALLOW_PINNED_TODAY=1: tests only)"
+    else:
+        how = f"it is ignored: waivers are judged against the real date, {dt.date.today()}"
+    yield ctx.finding(f"environment:{env.name}", f"environment.today is set to {env.today}; {how}", env,
+                      "today")
