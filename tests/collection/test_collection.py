@@ -37,7 +37,9 @@ def outside_env(collections: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def run(args: list[str], cwd: Path, env: dict[str, str], timeout: int = 300) -> subprocess.CompletedProcess[str]:
+def run(
+    args: list[str], cwd: Path, env: dict[str, str], timeout: int = 300
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
                           check=False)
 
@@ -284,7 +286,9 @@ def test_sanity_refuses_a_collection_outside_the_ansible_collections_layout(tmp_
 
 
 @pytest.mark.lab
-def test_check_mode_play_with_the_base_role_against_the_lab(lab: Any, installed: Path, tmp_path: Path) -> None:
+def test_check_mode_play_with_the_base_role_against_the_lab(
+    lab: Any, installed: Path, tmp_path: Path
+) -> None:
     (tmp_path / "play.yml").write_text(BASE_PLAY, encoding="utf-8")
     env = outside_env(installed, ANSIBLE_INVENTORY_ENABLED="jbfg.dualdc.dualdc")
     done = run([str(BIN / "ansible-playbook"), "-i", str(LAB_SOURCE),
