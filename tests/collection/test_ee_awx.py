@@ -77,7 +77,8 @@ def test_awx_inventory_update_through_ansible_runner(
         "ANSIBLE_INVENTORY_UNPARSED_FAILED": "True",
     }
     # The venv's ansible-inventory, as the EE's is on its PATH.
-    monkeypatch.setenv("PATH", os.pathsep.join((str(Path(sys.executable).parent), os.environ.get("PATH", ""))))
+    venv_bin = str(Path(sys.executable).parent)
+    monkeypatch.setenv("PATH", os.pathsep.join((venv_bin, os.environ.get("PATH", ""))))
     response, error = ansible_runner.get_inventory(
         action="list",
         inventories=["inventories/lab/inventory.dualdc.yml"],
