@@ -17,7 +17,7 @@ import yaml
 
 from dualdc import collection as coll
 
-from .test_collection import groups_and_hosts, installed, repo_graph, tarball  # noqa: F401
+from .conftest import groups_and_hosts, repo_graph
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -56,7 +56,7 @@ def test_the_ee_pins_the_same_ansible_core_as_the_package() -> None:
 
 
 def test_awx_inventory_update_through_ansible_runner(
-    installed: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch  # noqa: F811
+    installed: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """As AWX runs an inventory sourced from a project: ansible-inventory in a runner private_data_dir.
 
