@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tarfile
 import zipfile
@@ -94,3 +95,24 @@ def test_awx_inventory_update_through_ansible_runner(
     site = listing["_meta"]["hostvars"]["gj-log-01"]["dualdc_site"]
     # --export marks strings from the plugin as unsafe ({"__ansible_unsafe": ...}); AWX reads either.
     assert (site.get("__ansible_unsafe") if isinstance(site, dict) else site) == "gwangju"
+
+
+def test_the_awx_drift_playbook_runs_invoke_drift_from_the_checkout(tmp_path: Path) -> None:
+    """The job template's playbook finds tasks.py and fails the job on invoke drift's exit code."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
+    env["AWX_PRIVATE_DATA_DIR"] = str(tmp_path)
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,", "playbooks/awx/drift.yml",
+         "-e", "dualdc_drift_env=no-such-env"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert done.returncode == 2  # the play failed
+    assert "invoke drift exited 1" in done.stdout
+    assert "no-such-env" in done.stdout  # invoke's own input error, so tasks.py was found
+    assert "Traceback" not in done.stdout
+
+
+def test_the_awx_playbooks_are_not_packed_into_the_collection() -> None:
+    targets = {e.target.as_posix() for e in coll.plan()}
+    assert "playbooks/site.yml" in targets
+    assert not any(t.startswith("playbooks/awx") or t.endswith("drift.yml") for t in targets)
