@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import sys
 import tarfile
 import tomllib
@@ -248,3 +249,13 @@ def test_check_mode_play_with_the_base_role_against_the_lab(
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr
     assert "TASK [jbfg.dualdc.base : " in done.stdout
     assert "unreachable=0" in done.stdout and "failed=0" in done.stdout
+
+
+def test_invoke_collection_errors_exit_1_with_one_readable_line(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder\n", encoding="utf-8")
+    done = subprocess.run([sys.executable, "-m", "invoke", "collection", "--out", str(blocker / "out")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 1
+    assert done.stderr.startswith("error: ") and str(blocker) in done.stderr
+    assert "Traceback" not in done.stderr

@@ -12,7 +12,10 @@ from dualdc import cli
 from dualdc import collection as coll
 
 
-def _fail(exc: coll.CollectionError) -> Exception:
+def _fail(exc: coll.CollectionError | OSError) -> Exception:
+    """Exit 1 with one readable message (a file the build cannot write, a tool that failed)."""
+    if isinstance(exc, OSError):
+        return cli.input_error(f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": "))
     return cli.input_error(str(exc))
 
 
@@ -37,7 +40,7 @@ def collection(c: Context, out: str = "build/collection", sanity: bool = False) 
                 print(coll.sanity(installed), end="")
             skipped = ", ".join(sorted(coll.SANITY_SKIPPED))
             print(f"ansible-test sanity passed; skipped (no network for their tool venvs): {skipped}")
-    except coll.CollectionError as exc:
+    except (coll.CollectionError, OSError) as exc:
         raise _fail(exc) from None
 
 
@@ -50,7 +53,7 @@ def ee(c: Context, context: str = "build/ee") -> None:
     """
     try:
         where = coll.ee_context(Path(context).resolve())
-    except coll.CollectionError as exc:
+    except (coll.CollectionError, OSError) as exc:
         raise _fail(exc) from None
     print(f"build context: {where}\n"
           f"build it with: podman build -t dualdc-ee:{coll.galaxy()['version']} "
