@@ -2,12 +2,12 @@
 
 Each area keeps its tasks in ``src/dualdc/tasks/<area>.py``; this file only assembles them
 into one explicit Collection, in the order data flows: model, hosts, stacks, lab,
-orchestration, development.
+orchestration, packaging, development.
 """
 
 from invoke import Collection
 
-from dualdc.tasks import dev, model
+from dualdc.tasks import dev, model, package
 from dualdc.tasks import hosts as hosts_tasks
 from dualdc.tasks import lab as lab_tasks
 from dualdc.tasks import ops as ops_tasks
@@ -25,6 +25,8 @@ ns.add_task(ops_tasks.deploy)
 ns.add_task(ops_tasks.drift)
 ns.add_task(ops_tasks.diagram)
 ns.add_task(ops_tasks.comment)
+ns.add_task(package.collection)
+ns.add_task(package.ee)
 ns.add_task(dev.test)
 ns.add_task(dev.lint)
 ns.add_task(dev.bench)

@@ -19,9 +19,12 @@ description:
     (Ansible's C(wrap_var)), so a C({{ ... }}) in a topology is written out literally.
 options:
   plugin:
-    description: Marks the file as a source for this plugin.
+    description:
+      - Marks the file as a source for this plugin. C(dualdc) is its name in the repository
+        (C(inventory_plugins = plugins/inventory)), C(jbfg.dualdc.dualdc) in the collection;
+        either name is accepted by either copy, so one file serves both.
     required: true
-    choices: ['dualdc']
+    choices: ['dualdc', 'jbfg.dualdc.dualdc']
 """
 
 from pathlib import Path
@@ -32,6 +35,8 @@ from ansible.plugins.inventory import BaseInventoryPlugin
 from ansible.utils.unsafe_proxy import wrap_var
 
 MARKER = "inventory.dualdc.yml"
+#: The plugin's names: in the repository, and in the jbfg.dualdc collection.
+NAMES = ("dualdc", "jbfg.dualdc.dualdc")
 
 
 class InventoryModule(BaseInventoryPlugin):  # type: ignore[misc]
@@ -44,6 +49,10 @@ class InventoryModule(BaseInventoryPlugin):  # type: ignore[misc]
 
     def parse(self, inventory: Any, loader: Any, path: str, cache: bool = True) -> None:
         super().parse(inventory, loader, path, cache)
+        # The marker file may name the plugin either way (see DOCUMENTATION); Ansible's check
+        # of the name accepts those the plugin was loaded as, so add the other one.
+        loaded_as = getattr(self, "_redirected_names", None) or [self.NAME]
+        self._redirected_names = [*loaded_as, *(n for n in NAMES if n not in loaded_as)]
         self._read_config_data(path)
         try:
             # Imported here so a missing dualdc gives Ansible a clear parser error.

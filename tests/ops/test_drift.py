@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
+from xml.etree import ElementTree as ET
 
 from dualdc.ansible import Diff, HostSummary, RunOptions, RunResult, Status, TaskResult
 from dualdc.loader import load_environment, load_topology
 from dualdc.model import Layer
 from dualdc.ops.ack import load_ledger
 from dualdc.ops.drift import apply_acknowledgements, host_layer_from_run, model_layer, sites_of
-from dualdc.reports.drift import DriftReport, GitInfo, ItemStatus, LayerStatus, TargetStatus
+from dualdc.reports.drift import DriftReport, GitInfo, ItemStatus, LayerStatus, TargetStatus, render_junit
 
 SSHD = Diff(
     "/etc/ssh/sshd_config",
@@ -193,3 +194,71 @@ def test_sites_are_checked_by_parallel_runs_started_one_after_the_other(monkeypa
     assert len(events) == 2
     assert len(layer.layer.checked) == 24 and layer.layer.status is LayerStatus.CLEAN
     assert [t.site for t in layer.layer.checked] == ["gwangju"] * 12 + ["jeonju"] * 12
+
+
+def _junit_cases(report: DriftReport) -> dict[str, ET.Element]:
+    root = ET.fromstring(render_junit(report))
+    return {c.get("name", ""): c for c in root.iter("testcase")}
+
+
+def test_junit_cases_point_at_the_topology_lines_of_hosts_and_findings(tmp_path: Path) -> None:
+    """GitLab and GitHub annotate a JUnit case's file and line: a host's entry, a rule's finding."""
+    lab = load_environment("lab")
+    hosts = {h.name: HostSummary(ok=40) for h in lab.hosts if h.site == "gwangju"}
+    hosts["gj-log-01"] = HostSummary(ok=39, changed=1)
+    tasks = [task("gj-log-01", "Harden the SSH daemon configuration", Status.CHANGED, diff=[SSHD])]
+    hosts_layer = host_layer_from_run(lab, ["gwangju"], run_result(tasks, hosts)).layer
+
+    env = tmp_path / "lab"
+    env.mkdir()
+    for source in Path("inventories/lab").glob("*.yaml"):
+        text = source.read_text(encoding="utf-8")
+        if source.name == "network.yaml":  # overlap two segments' networks (IP-01)
+            text = text.replace("cidr: 10.10.120.0/24", "cidr: 10.10.110.0/24", 1)
+        (env / source.name).write_text(text, encoding="utf-8")
+    model = model_layer(load_topology(env))
+
+    report = DriftReport(environment="lab", sites=["gwangju"], generated_at=dt.datetime.now(dt.UTC),
+                         git=GitInfo(commit=None, dirty=None), layers=[model, hosts_layer])
+    report.finalize()
+    cases = _junit_cases(report)
+    log = cases["gj-log-01"]
+    assert log.find("failure") is not None
+    assert log.get("file") == "inventories/lab/hosts.yaml"
+    declared = int(log.get("line", "0"))
+    host_lines = Path("inventories/lab/hosts.yaml").read_text(encoding="utf-8").splitlines()
+    assert "gj-log-01" in host_lines[declared - 1]
+    clean = cases["gj-ntp-01"]  # a clean host still says where it is declared
+    assert clean.find("failure") is None and clean.get("file") == "inventories/lab/hosts.yaml"
+    assert clean.get("line") != log.get("line")
+    ip01 = cases["IP-01"]
+    assert ip01.find("failure") is not None
+    assert ip01.get("file") == str(env / "network.yaml")  # the overlapping network's line
+    lines = (env / "network.yaml").read_text(encoding="utf-8").splitlines()
+    assert "cidr: 10.10.110.0/24" in lines[int(ip01.get("line", "0")) - 1]
+    assert cases["NS-01"].get("file") is None  # a rule with nothing failing points nowhere
+    data = report.model_dump(mode="json")
+    host = next(t for t in data["layers"][1]["checked"] if t["name"] == "gj-log-01")
+    assert host["source"] == f"inventories/lab/hosts.yaml:{declared}"
+
+
+def test_junit_acknowledgement_cases_point_at_the_ledger_entry(tmp_path: Path) -> None:
+    lab = load_environment("lab")
+    hosts = {h.name: HostSummary(ok=40) for h in lab.hosts if h.site == "jeonju"}
+    hosts["jj-log-01"] = HostSummary(ok=39, changed=1)
+    tasks = [task("jj-log-01", "Harden the SSH daemon configuration", Status.CHANGED, diff=[SSHD])]
+    layer = host_layer_from_run(lab, ["jeonju"], run_result(tasks, hosts)).layer
+    report = DriftReport(environment="lab", sites=["jeonju"], generated_at=dt.datetime.now(dt.UTC),
+                         git=GitInfo(commit=None, dirty=None), layers=[layer])
+    ledger_file = tmp_path / "drift-ack.yaml"
+    ledger_file.write_text(
+        "acknowledgements:\n- target: 'host:jj-log-01/base : Harden*'\n"
+        "  reason: vendor hardening agent, replaced by CHG-77\n  owner: ops-kim\n"
+        "  expires: 2020-12-31\n",
+        encoding="utf-8",
+    )
+    apply_acknowledgements(report, load_ledger(ledger_file, lab), dt.date(2025, 1, 1))
+    report.finalize()
+    case = _junit_cases(report)["host:jj-log-01/base : Harden*"]
+    assert case.find("failure") is not None  # expired
+    assert case.get("file", "").endswith("drift-ack.yaml") and case.get("line") == "2"

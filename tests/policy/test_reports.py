@@ -114,22 +114,50 @@ def test_sarif_validates_against_the_sarif_2_1_0_schema(env, broken):
     assert [e.message for e in validator.iter_errors(_sarif(report))] == []
 
 
-def test_junit_has_a_test_case_per_rule_and_a_failure_per_failing_finding(broken):
+def test_junit_has_a_failing_case_per_failing_finding_and_a_passing_case_per_other_rule(broken):
     report = broken.report()
-    root = ET.fromstring(reports.render_junit(report))
+    root = ET.fromstring(reports.render_junit(report, root=broken.folder))
     cases = root.findall("./testsuite/testcase")
-    assert len(cases) == len(RULES)
-    by_rule = {c.get("name").split()[0]: c for c in cases}
-    assert len(by_rule["NS-01"].findall("failure")) == 1
-    assert by_rule["NS-01"].find("failure").get("message").startswith("flow:dmz-to-core: ")
-    assert len(by_rule["STR-03"].findall("failure")) == 1
-    assert by_rule["STR-13"].findall("failure") == []  # a warning: reported, not failed
-    assert "gj-to-jj-mgmt" in by_rule["STR-13"].find("system-out").text
-    assert "waived by 정보보호위원회 2026-07" in by_rule["PW-01"].find("system-out").text
-    assert root.get("failures") == "2" and root.find("testsuite").get("tests") == str(len(RULES))
-    # failing on warnings turns the warning into a failure
-    strict = ET.fromstring(reports.render_junit(report, Severity.WARNING))
-    assert strict.get("failures") == "4"
+    by_name = {c.get("name"): c for c in cases}
+    failed = [c for c in cases if c.find("failure") is not None]
+    assert sorted(c.get("name").split()[0] for c in failed) == ["NS-01", "STR-03"]
+    ns01 = next(c for c in failed if c.get("name").startswith("NS-01"))
+    assert ns01.get("name").endswith(": flow:dmz-to-core")
+    assert ns01.find("failure").get("message").startswith("flow:dmz-to-core: ")
+    # rules without a failing finding: one passing case each, other findings in its system-out
+    passing = {c.get("name").split()[0]: c for c in cases if c.find("failure") is None}
+    assert set(passing) == set(RULES) - {"NS-01", "STR-03"}
+    assert "gj-to-jj-mgmt" in passing["STR-13"].find("system-out").text  # a warning: reported, not failed
+    assert "waived by 정보보호위원회 2026-07" in passing["PW-01"].find("system-out").text
+    assert passing["STR-13"].get("file") is None  # only failures are annotated
+    assert root.get("failures") == "2" and root.find("testsuite").get("tests") == str(len(cases))
+    assert len(by_name) == len(cases)  # names are unique
+    # failing on warnings turns the warning into a failing case of its own
+    strict = ET.fromstring(reports.render_junit(report, Severity.WARNING, root=broken.folder))
+    assert strict.get("failures") == "4"  # the two errors, STR-13 and WV-03 (the pinned date)
+    assert {c.get("name").split()[0] for c in strict.iter("testcase") if c.find("failure") is not None} == {
+        "NS-01", "STR-03", "STR-13", "WV-03"}
+
+
+def test_junit_failures_carry_the_topology_file_and_line(broken):
+    """GitLab's test report and GitHub's JUnit annotations read a test case's file and line."""
+    report = broken.report()
+    root = ET.fromstring(reports.render_junit(report, root=broken.folder))
+    ns01 = next(c for c in root.iter("testcase") if c.get("name").startswith("NS-01"))
+    assert ns01.get("file") == "services.yaml"  # relative to the root given (the repository's)
+    assert ns01.get("line") == str(broken.line_of("services.yaml", "destination: service:kj-core-banking",
+                                                  after="name: dmz-to-core"))
+    str03 = next(c for c in root.iter("testcase") if c.get("name").startswith("STR-03"))
+    line = int(str03.get("line"))
+    lines = (broken.folder / str03.get("file")).read_text(encoding="utf-8").splitlines()
+    assert "vlan: 210" in lines[line - 1]
+
+
+def test_junit_paths_are_relative_to_the_root_given(broken):
+    report = broken.report()
+    root = ET.fromstring(reports.render_junit(report, root=broken.folder.parent))
+    files = {c.get("file") for c in root.iter("testcase") if c.find("failure") is not None}
+    assert files == {f"{broken.folder.name}/services.yaml", f"{broken.folder.name}/network.yaml"}
 
 
 def test_exit_codes(broken, copy_env):
@@ -148,3 +176,21 @@ def test_json_is_plain_utf8_and_ends_with_a_newline(broken):
     text = reports.render_json(broken.report())
     assert text.endswith("}\n") and "정보보호위원회" in text
     assert not re.search(r"\\u[0-9a-f]{4}", text)
+
+
+def test_sarif_suppression_says_where_the_waiver_is_written(broken):
+    report = broken.report()
+    run = json.loads(reports.render_sarif(report, root=broken.folder))["runs"][0]
+    waived = [r for r in run["results"] if "suppressions" in r]
+    assert [(r["ruleId"], r["properties"]["target"]) for r in waived] == [("PW-01", "environment:lab")]
+    (suppression,) = waived[0]["suppressions"]
+    assert suppression["kind"] == "external"
+    assert "Legacy terminals until their replacement." in suppression["justification"]
+    assert suppression["properties"] == {"approval": "정보보호위원회 2026-07", "expires": "2026-12-31"}
+    where = suppression["location"]["physicalLocation"]
+    assert where["artifactLocation"] == {"uri": "services.yaml", "uriBaseId": "%SRCROOT%"}
+    line = where["region"]["startLine"]
+    first, last = broken.line_of("services.yaml", "waivers:"), broken.line_of("services.yaml", "2026-12-31")
+    assert first <= line <= last
+    # the unwaived findings carry no suppression: code scanning keeps them open
+    assert all("suppressions" not in r for r in run["results"] if r["ruleId"] in ("NS-01", "STR-03"))

@@ -28,7 +28,7 @@ from typing import Any
 
 from dualdc.ansible import PlaybookRun, RunError, RunResult, Status, TaskResult, run_playbook
 from dualdc.flows import primary_interface
-from dualdc.model import Layer, Topology
+from dualdc.model import Layer, Source, Topology
 from dualdc.ops import audit, stacklayer
 from dualdc.ops.ack import Ledger
 from dualdc.ops.redact import scrub
@@ -63,6 +63,14 @@ def sites_of(topology: Topology, site: str | None) -> list[str]:
 # --------------------------------------------------------------------------- model
 
 
+def _source(loc: Source | None) -> str | None:
+    """``file:line`` of a declaration (for CI annotations), or None."""
+    if loc is None:
+        return None
+    return f"{loc.file}:{loc.line}" if loc.line else loc.file
+
+
+
 def model_layer(topology: Topology) -> LayerReport:
     """The policy pack as a drift layer: unwaived errors are items. Raises TopologyError on bad input."""
     report = run_policy(topology)
@@ -75,8 +83,10 @@ def model_layer(topology: Topology) -> LayerReport:
         "(invoke validate shows them all)"
     )
     failing_by_rule: dict[str, int] = {}
+    first_source: dict[str, str | None] = {}
     for finding in failing:
         failing_by_rule[finding.rule] = failing_by_rule.get(finding.rule, 0) + 1
+        first_source.setdefault(finding.rule, _source(finding.location))
         loc = finding.location
         where = f"{loc.file}:{loc.line}: " if loc else ""
         layer.items.append(
@@ -87,6 +97,7 @@ def model_layer(topology: Topology) -> LayerReport:
                 status=ItemStatus.DRIFT,
                 summary=f"{where}{finding.rule} {finding.target}: {finding.message}",
                 rule=finding.rule,
+                source=_source(loc),
             )
         )
     for result in report.results:
@@ -98,6 +109,7 @@ def model_layer(topology: Topology) -> LayerReport:
                 status=TargetStatus.DRIFT if bad else TargetStatus.CLEAN,
                 detail=result.rule.title,
                 counts={"findings": len(result.findings), "failing": bad},
+                source=first_source.get(result.rule.id),
             )
         )
     for item in layer.items:
@@ -217,7 +229,13 @@ def host_layer_from_run(topology: Topology, sites: list[str], result: RunResult)
             detail = ""
         layer.checked.append(
             CheckedTarget(
-                layer=Layer.HOSTS, name=host.name, site=host.site, status=status, detail=detail, counts=counts
+                layer=Layer.HOSTS,
+                name=host.name,
+                site=host.site,
+                status=status,
+                detail=detail,
+                counts=counts,
+                source=_source(host.location),
             )
         )
     layer.status = _layer_status(layer)
@@ -251,6 +269,7 @@ def _one_run(
                         site=host.site,
                         status=TargetStatus.NOT_CHECKED,
                         detail=str(exc),
+                        source=_source(host.location),
                     )
                 )
         return HostLayer(layer)

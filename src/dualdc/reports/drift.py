@@ -132,6 +132,10 @@ class DriftItem(BaseModel):
     acknowledged_by: str | None = Field(
         default=None, description="Target of the drift-ack entry that matched."
     )
+    source: str | None = Field(
+        default=None,
+        description="file:line in the topology the difference is about (model layer: the finding).",
+    )
 
 
 class CheckedTarget(BaseModel):
@@ -146,6 +150,11 @@ class CheckedTarget(BaseModel):
     detail: str = Field(default="", description="Why it is unreachable, failed or not checked; else empty.")
     counts: dict[str, int] = Field(
         default_factory=dict, description="Per-outcome counts, e.g. ok/changed/skipped."
+    )
+    source: str | None = Field(
+        default=None,
+        description="file:line declaring it in the topology (a host), or of its first failing "
+        "finding (a rule); CI annotates that line. Null where nothing in the repository declares it.",
     )
 
 
@@ -587,8 +596,25 @@ def _xml(text: str) -> str:
     return _XML_BAD.sub("?", text)
 
 
+def _annotate(case: ET.Element, source: str | None) -> None:
+    """``file`` and ``line`` attributes on a test case, from ``file:line`` (GitLab, GitHub annotations)."""
+    if not source:
+        return
+    file, sep, line = source.rpartition(":")
+    if sep and line.isdigit() and file:
+        case.set("file", _xml(file))
+        case.set("line", line)
+    else:
+        case.set("file", _xml(source))
+
+
 def render_junit(report: DriftReport) -> str:
-    """JUnit XML for CI: a suite per layer, a test case per target checked; drift fails it."""
+    """JUnit XML for CI: a suite per layer, a test case per target checked; drift fails it.
+
+    A test case carries ``file`` and ``line`` where the repository declares what it checked
+    (a host's entry in the topology, a rule's first failing finding, a drift-ack entry), so
+    CI annotates that line.
+    """
     root = ET.Element("testsuites", name=f"dualdc drift {report.environment}")
     totals = Counter[str]()
     by_target: dict[tuple[Layer, str], list[DriftItem]] = {}
@@ -608,6 +634,7 @@ def render_junit(report: DriftReport) -> str:
             )
             counts["tests"] += 1
             items = by_target.get((layer.layer, target.name), [])
+            _annotate(case, target.source or next((i.source for i in items if i.source), None))
             _junit_case(case, target.status, target.detail, items, counts)
         for (item_layer, name), items in by_target.items():
             if item_layer is layer.layer and name not in seen:
@@ -615,6 +642,7 @@ def render_junit(report: DriftReport) -> str:
                     suite, "testcase", classname=f"drift.{layer.layer.value}", name=_xml(name)
                 )
                 counts["tests"] += 1
+                _annotate(case, next((i.source for i in items if i.source), None))
                 _junit_case(case, TargetStatus.DRIFT, "", items, counts)
         if layer.note:
             ET.SubElement(suite, "system-out").text = _xml(layer.note)
@@ -626,6 +654,7 @@ def render_junit(report: DriftReport) -> str:
         counts = Counter[str]()
         for ack in report.acknowledgements:
             case = ET.SubElement(suite, "testcase", classname="drift.acknowledgements", name=_xml(ack.target))
+            _annotate(case, ack.location)
             counts["tests"] += 1
             if ack.expired:
                 counts["failures"] += 1

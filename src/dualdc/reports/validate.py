@@ -8,9 +8,10 @@
   help text and source, every finding is a result located at ``file:line:column`` relative
   to the repository root, so a pull request shows it inline. Waived findings carry an
   accepted ``suppressions`` entry with the waiver's approval.
-- ``junit``: JUnit XML for CI; one test case per rule, with one ``<failure>`` per failing
-  finding; warnings, advisories and waived findings are listed in the test case's
-  ``<system-out>``.
+- ``junit``: JUnit XML for CI; one failing test case per failing finding, with the
+  finding's ``file`` and ``line`` (GitLab and GitHub annotate that topology line), and one
+  passing test case per rule without failures; warnings, advisories and waived findings are
+  listed in the ``<system-out>`` of their rule's first case.
 
 Exit codes are decided by :func:`exit_code`: 0 when nothing fails, 2 when a finding at the
 ``fail_on`` severity or worse (default: error) is not waived. Input errors (exit 1) happen
@@ -229,11 +230,19 @@ def render_sarif(report: Report, root: Path | None = None) -> str:
         if f.waived_by is not None:
             # No "status": absent means the suppression is in effect, and drafts of 2.1.0
             # disagree on the property's name ("state" in the published JSON schema).
-            entry["suppressions"] = [{
+            suppression: dict[str, Any] = {
                 "kind": "external",
                 "justification": f"{f.waived_by.reason} (approval {f.waived_by.approval}, "
                                  f"expires {f.waived_by.expires.isoformat()})",
-            }]
+                "properties": {"approval": f.waived_by.approval, "expires": f.waived_by.expires.isoformat()},
+            }
+            declared = f.waived_by.location
+            if declared is not None:  # where the waiver is written: the suppression's own location
+                written: dict[str, Any] = {"artifactLocation": _artifact(declared.file, root)}
+                if declared.line:
+                    written["region"] = {"startLine": declared.line, "startColumn": max(1, declared.column)}
+                suppression["location"] = {"physicalLocation": written}
+            entry["suppressions"] = [suppression]
         results.append(entry)
     sarif = {
         "$schema": SARIF_SCHEMA,
@@ -256,37 +265,63 @@ def render_sarif(report: Report, root: Path | None = None) -> str:
 # --------------------------------------------------------------------------- junit
 
 
-def render_junit(report: Report, fail_on: Severity = Severity.ERROR) -> str:
-    """JUnit XML: one test case per rule; one ``<failure>`` per failing finding."""
+def _relative(file: str, root: Path) -> str:
+    """A finding's file relative to the repository root (as CI annotations want), else absolute."""
+    path = Path(file)
+    absolute = path if path.is_absolute() else (Path.cwd() / path)
+    try:
+        return absolute.resolve().relative_to(root.resolve()).as_posix()
+    except ValueError:
+        return absolute.resolve().as_posix()
+
+
+def render_junit(report: Report, fail_on: Severity = Severity.ERROR, root: Path | None = None) -> str:
+    """JUnit XML: a failing test case per failing finding, a passing one per rule without failures.
+
+    A failing case carries the finding's ``file`` (relative to ``root``, default the working
+    directory) and ``line``, so GitLab's test report and GitHub's JUnit annotations point at
+    the topology line. Warnings, advisories and waived findings stay in ``<system-out>`` of
+    their rule's first case.
+    """
+    root = root or Path.cwd()
     failing = {id(f) for f in report.failing(fail_on)}
-    failed_cases = 0
+    classname = f"dualdc.policy.{report.environment}"
     suite = ET.Element("testsuite", name=f"dualdc validate {report.environment}",
                        timestamp=report.today.isoformat())
+    tests = failures = 0
     for result in report.results:
         rule = result.rule
-        case = ET.SubElement(suite, "testcase", classname=f"dualdc.policy.{report.environment}",
-                             name=f"{rule.id} {rule.title}")
+        cases: list[ET.Element] = []
         others = []
-        failed = False
         for f in sorted(result.findings, key=Finding.sort_key):
             if id(f) in failing:
-                failed = True
+                case = ET.SubElement(suite, "testcase", classname=classname,
+                                     name=f"{rule.id} {rule.title}: {f.target}")
+                if f.location is not None:
+                    case.set("file", _relative(f.location.file, root))
+                    if f.location.line:
+                        case.set("line", str(f.location.line))
                 failure = ET.SubElement(case, "failure", type=f.severity.value,
                                         message=f"{f.target}: {f.message}")
                 failure.text = f"{_where(f)}\n{f.rule} {f.severity.value} {f.target}\n{f.message}\n"
+                cases.append(case)
             else:
                 state = (f"waived by {f.waived_by.approval} until {f.waived_by.expires}" if f.waived_by
                          else f.severity.value)
                 others.append(f"{_where(f)}: {f.rule} {f.target} ({state}): {f.message}")
-        failed_cases += failed
+        failures += len(cases)
+        if not cases:
+            name = f"{rule.id} {rule.title}"
+            cases.append(ET.SubElement(suite, "testcase", classname=classname, name=name))
+        tests += len(cases)
         if others:
-            ET.SubElement(case, "system-out").text = "\n".join(others) + "\n"
-    suite.set("tests", str(len(report.results)))
-    suite.set("failures", str(failed_cases))
+            ET.SubElement(cases[0], "system-out").text = "\n".join(others) + "\n"
+    suite.set("tests", str(tests))
+    suite.set("failures", str(failures))
     suite.set("errors", "0")
     suite.set("skipped", "0")
-    suites = ET.Element("testsuites", name="dualdc validate", tests=suite.get("tests", "0"),
-                        failures=str(failed_cases), errors="0")
+    suites = ET.Element("testsuites", name="dualdc validate", tests=str(tests),
+                        failures=str(failures), errors="0")
     suites.append(suite)
     ET.indent(suites)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suites, encoding="unicode") + "\n"
@@ -301,5 +336,5 @@ def render(report: Report, fmt: str, fail_on: Severity = Severity.ERROR, root: P
     if fmt == "sarif":
         return render_sarif(report, root)
     if fmt == "junit":
-        return render_junit(report, fail_on)
+        return render_junit(report, fail_on, root)
     raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
