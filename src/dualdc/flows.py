@@ -6,6 +6,14 @@ hosts' nftables, the lab routers' firewall, the Kubernetes NetworkPolicies — n
 answer to "which networks may open which connections to which networks", so it is
 computed here, once, and cached on the topology.
 
+Ends resolve to exact addresses wherever the model knows them: a host to its address in
+the segment the connection uses; a service to its declared hosts' addresses and its
+clusters' workers' addresses in the service's segment at that site (its pods leave and are
+reached through those nodes). Only a ``segment:`` end stands for a whole network, and every
+layer then allows the whole segment (the policy pack warns, LP-01). Each end also carries
+the tenant it belongs to: a host's own tenant (a bank's host stays that bank's endpoint in
+a ``group`` segment), a service's tenant, a segment's tenant.
+
 Pairing: an end that resolves at several sites (a service running at both) is paired per
 site, so a flow never silently crosses the inter-site link; ``cross_site: true`` flows
 pair every source with every destination. Outside ends (internet, institutions) have no
@@ -17,7 +25,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from dualdc.model import Flow, Host, Topology, Zone
+from dualdc.model import Flow, Host, HostRole, Service, TenantKind, Topology, Zone
 
 INTERNET = "internet"
 ANY_NETWORK = ipaddress.IPv4Network("0.0.0.0/0")
@@ -37,6 +45,10 @@ class Endpoint:
     segment: str | None
     networks: tuple[ipaddress.IPv4Network, ...]
     host: str | None = None
+    hosts: tuple[str, ...] = ()
+    """The hosts this end stands for: the named host, or a service's declared hosts at the site."""
+    exact: bool = False
+    """True when ``networks`` are the end's own addresses, not a whole segment standing for it."""
 
     @property
     def outside(self) -> bool:
@@ -58,9 +70,6 @@ class Connection:
         return () if self.flow.ports == "any" else tuple(self.flow.ports)
 
 
-_HostFacts = tuple[Endpoint, frozenset[str] | None, str]
-
-
 class _Index:
     """Lookups the expansion needs again and again, computed once per topology."""
 
@@ -70,8 +79,8 @@ class _Index:
         for seg in topology.segments:
             self.segment_by_place.setdefault((seg.site, seg.tenant, seg.zone), seg.name)
         self.resolved: dict[str, list[Endpoint]] = {}
-        self.facts: dict[str, list[_HostFacts]] = {}
         self._host_segments: dict[str, frozenset[str]] = {}
+        self._replication: dict[str, frozenset[str]] = {}
         self._primary: dict[str, str] = {}
 
     def host_segments(self, name: str) -> frozenset[str]:
@@ -79,6 +88,16 @@ class _Index:
         if found is None:
             host = self.topology.host(name)
             found = self._host_segments[name] = frozenset(i.segment for i in host.interfaces)
+        return found
+
+    def replication(self, name: str) -> frozenset[str]:
+        """The host's segments of the replication zone."""
+        found = self._replication.get(name)
+        if found is None:
+            host = self.topology.host(name)
+            seg = self.topology.segment
+            found = self._replication[name] = frozenset(
+                i.segment for i in host.interfaces if seg(i.segment).zone is Zone.REPLICATION)
         return found
 
     def primary(self, name: str) -> str:
@@ -111,9 +130,43 @@ def _host_endpoints(topology: Topology, ref: str, host: Host) -> list[Endpoint]:
     for iface in host.interfaces:
         seg = topology.segment(iface.segment)
         net = ipaddress.IPv4Network(int(iface.address))
-        found.append(Endpoint(ref, f"segment:{seg.name}", seg.site, seg.zone, seg.tenant, seg.name, (net,),
-                              host.name))
+        found.append(Endpoint(ref, f"segment:{seg.name}", seg.site, seg.zone, host.tenant, seg.name, (net,),
+                              host.name, (host.name,), True))
     return found
+
+
+def _service_endpoint(topology: Topology, ref: str, service: Service, site: str, segment: str) -> Endpoint:
+    """A service at one site: its hosts' and its clusters' workers' addresses in its segment.
+
+    A declared host without an interface in that segment is reached on its primary interface.
+    A cluster none of whose workers has an interface in the segment leaves the whole segment
+    standing for the service (the model does not know where its pods are reached).
+    """
+    seg = topology.segment(segment)
+    nets: set[ipaddress.IPv4Network] = set()
+    exact = True
+    hosts = tuple(sorted(h for h in service.hosts if topology.host(h).site == site))
+    for name in hosts:
+        host = topology.host(name)
+        in_segment = [i.address for i in host.interfaces if i.segment == segment]
+        if not in_segment:
+            primary = _primary_interface(topology, host)
+            in_segment = [i.address for i in host.interfaces if i.segment == primary]
+        nets.update(ipaddress.IPv4Network(int(a)) for a in in_segment)
+    for cluster in service.clusters:
+        if topology.cluster(cluster).site != site:
+            continue
+        nodes = [h for h in topology.cluster_hosts(cluster) if h.role is HostRole.K8S_WORKER] or \
+            topology.cluster_hosts(cluster)
+        found = {ipaddress.IPv4Network(int(i.address))
+                 for h in nodes for i in h.interfaces if i.segment == segment}
+        if found:
+            nets |= found
+        else:
+            nets.add(seg.cidr)
+            exact = False
+    return Endpoint(ref, f"segment:{seg.name}", site, seg.zone, service.tenant, seg.name,
+                    tuple(sorted(nets)), None, hosts, exact)
 
 
 def resolve(topology: Topology, ref: str) -> list[Endpoint]:
@@ -135,14 +188,15 @@ def _resolve(topology: Topology, ref: str) -> list[Endpoint]:
         return _host_endpoints(topology, ref, topology.host(name))
     if kind == "institution":
         inst = topology.institution(name)
-        return [Endpoint(ref, f"institution:{inst.name}", None, None, None, None, tuple(inst.cidrs))]
+        return [Endpoint(ref, f"institution:{inst.name}", None, None, None, None, tuple(inst.cidrs),
+                         exact=True)]
     if kind == "service":
+        svc = topology.service(name)
         found = []
-        for site in topology.service_sites(topology.service(name)):
+        for site in topology.service_sites(svc):
             seg = service_segment(topology, name, site)
             if seg is not None:
-                endpoint = _segment_endpoint(topology, ref, seg)
-                found.append(endpoint)
+                found.append(_service_endpoint(topology, ref, svc, site, seg))
         return found
     raise ValueError(f"unknown endpoint reference {ref!r}")
 
@@ -159,12 +213,22 @@ def _primary_interface(topology: Topology, host: Host) -> str:
     return host.interfaces[0].segment
 
 
-def _host_side_fits(index: _Index, end: Endpoint, other: Endpoint) -> bool:
-    """A host end uses its interface in the other end's segment, else its primary one."""
+def _host_side_fits(index: _Index, end: Endpoint, other: Endpoint, cross_site: bool = False) -> bool:
+    """Which interface a host end uses towards the other end.
+
+    Its interface in the other end's segment, if it has one; else, for a ``cross_site`` flow
+    whose other end offers a replication-zone place (a replication segment, or a host with
+    an interface there), its replication-zone interface if it has one (the inter-site DR
+    link carries replication); else its primary interface.
+    """
     if end.host is None:
         return True
     if other.segment is not None and other.segment in index.host_segments(end.host):
         return end.segment == other.segment
+    own = index.replication(end.host)
+    offers = bool(index.replication(other.host)) if other.host is not None else other.zone is Zone.REPLICATION
+    if cross_site and own and offers:
+        return end.segment in own
     return end.segment == index.primary(end.host)
 
 
@@ -173,39 +237,22 @@ def expand(topology: Topology, flow: Flow) -> list[Connection]:
 
     Every (source, destination) pair of resolved ends, in that order, that is at the same
     site (unless ``cross_site`` or an end is outside) and whose host ends use the right
-    interface (:func:`_host_side_fits`, inlined here: this loop runs for every flow).
+    interface (:func:`_host_side_fits`).
     """
     index = _index(topology)
     cross = flow.cross_site
-    sources = _host_facts(topology, index, flow.source)
-    destinations = _host_facts(topology, index, flow.destination)
+    sources = resolve(topology, flow.source)
+    destinations = resolve(topology, flow.destination)
+    hosts_involved = any(e.host is not None for e in sources) or any(e.host is not None for e in destinations)
     found = []
-    for s, s_segments, s_primary in sources:
-        for d, d_segments, d_primary in destinations:
+    for s in sources:
+        for d in destinations:
             if not (cross or s.site is None or d.site is None or s.site == d.site):
                 continue
-            if s_segments is not None and (
-                s.segment != d.segment if d.segment is not None and d.segment in s_segments
-                else s.segment != s_primary
-            ):
-                continue
-            if d_segments is not None and (
-                d.segment != s.segment if s.segment is not None and s.segment in d_segments
-                else d.segment != d_primary
-            ):
+            if hosts_involved and not (_host_side_fits(index, s, d, cross)
+                                       and _host_side_fits(index, d, s, cross)):
                 continue
             found.append(Connection(flow, s, d))
-    return found
-
-
-def _host_facts(topology: Topology, index: _Index, ref: str) -> list[_HostFacts]:
-    """Each resolved end of ``ref`` with its host's segments and primary segment (None and ''
-    for ends that are not a host's), computed once per reference."""
-    found = index.facts.get(ref)
-    if found is None:
-        found = index.facts[ref] = [
-            (e, None, "") if e.host is None else (e, index.host_segments(e.host), index.primary(e.host))
-            for e in resolve(topology, ref)]
     return found
 
 
@@ -257,3 +304,18 @@ def inbound_to_host(topology: Topology, host: Host) -> list[Connection]:
         found.extend(by_destination.get(f"segment:{seg}", []))
     found.sort(key=lambda c: c[0])
     return [conn for _, conn in found]
+
+
+def is_group_service(topology: Topology, service: Service) -> bool:
+    """A group service: one whose tenant is of kind ``shared``. Only these may stand between
+    two banks on a path (TEN-01); their hosts and pods are the relays."""
+    return topology.tenant(service.tenant).kind is TenantKind.SHARED
+
+
+def replication_segments(topology: Topology, site: str, tenant: str) -> list[str]:
+    """Replication segments at a site a tenant's databases use: its own, else shared ones."""
+    segs = [s for s in topology.segments if s.site == site and s.zone is Zone.REPLICATION]
+    own = sorted(s.name for s in segs if s.tenant == tenant)
+    if own:
+        return own
+    return sorted(s.name for s in segs if topology.tenant(s.tenant).kind is TenantKind.SHARED)

@@ -6,8 +6,6 @@ import ipaddress
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-import networkx as nx
-
 from dualdc.flows import INTERNET, Connection
 from dualdc.model import Entity, HostRole, Segment, Severity, TenantKind, Topology, Zone
 from dualdc.policy import graph
@@ -323,62 +321,80 @@ def ext01(ctx: Context) -> Iterator[Finding]:
 
 @rule(
     "TEN-01",
-    title="No flow between the two banks' business networks, except through group services",
+    title="No path between the two banks' endpoints, except through group services",
     severity=ERROR,
-    source="전자금융감독규정 제18조",
+    source="전자금융감독규정 제18조 (2025-02-05 시행)",
     params={
         "protected_zones": Param(
-            "internal", "Zones of a bank kept apart from every other bank (comma-separated)."
+            "internal,replication,backup",
+            "Zones whose bank endpoints are kept apart from every other bank (comma-separated).",
         ),
     },
     param_check=check_lists(protected_zones="zone"),
 )
 def ten01(ctx: Context) -> Iterator[Finding]:
-    """No flow between the two banks' business networks, except through group services.
+    """No path between the two banks' endpoints, except through group services.
 
-    Computed over the graph of declared flows across any number of hops, with the nodes of
-    shared tenants (``group``, kind ``shared``) removed, and the internet and institutions
-    never transit. For every bank tenant, any remaining path from its protected segments
-    (``internal``) into another bank's protected segments is a breach. Paths through a
-    bank's other zones (its DMZ, its dev network …) count: only a group service may stand
-    between the banks. The finding names the flow where the path leaves the first bank's
-    segments (the flow between the banks), with the whole path in the message.
+    Judged between endpoints, not segments (:func:`dualdc.policy.graph.endpoint_graph`):
+    hosts (of their own tenant, wherever they sit: a bank's host in a ``group`` segment is
+    still that bank's endpoint), services' pods and declared hosts (of the service's tenant),
+    and segments as the places they sit in. A host with interfaces in several segments joins
+    them; a flow naming a segment reaches everything in it.
+
+    For every bank, from each of its endpoints in a protected zone (``internal``,
+    ``replication``, ``backup``), no path over any number of declared flows may reach
+    another bank's endpoint in a protected zone. Only a *group service* (a service whose
+    tenant is of kind ``shared``; its declared hosts and its pods) may stand between: paths
+    end there. A shared segment, or a group host that belongs to no group service, is never
+    a free pass. The internet and institutions are never transit.
+
+    The finding names both endpoints and the flow where the path leaves the first bank's
+    side (a flow from the bank's endpoint, or from a place the bank's endpoint sits in or
+    is joined to by a multi-homed host), with the whole path in the message. A bank's host
+    with an interface in another bank's segment is a finding of its own.
     """
     topo = ctx.topology
     protected = zones(ctx.params["protected_zones"])
-    banks = {t.name for t in topo.tenants if t.kind is TenantKind.BANK}
-    tenant_of = {f"segment:{s.name}": s.tenant for s in topo.segments}
-    kept = {n for n, t in tenant_of.items() if t in banks}
-    flows = graph.build(topo, nodes=lambda n: n in kept)
-    guarded: dict[str, set[str]] = {b: set() for b in banks}
-    for seg in topo.segments:
-        if seg.tenant in banks and seg.zone in protected:
-            guarded[seg.tenant].add(f"segment:{seg.name}")
-    seen: set[str] = set()
-    for bank in sorted(banks):
-        others = set().union(*(g for b, g in guarded.items() if b != bank))
-        starts = [n for n in sorted(guarded[bank]) if n in flows]
-        reached = set().union(*(nx.descendants(flows, n) for n in starts))
-        if not reached & others:
+    banks = sorted(t.name for t in topo.tenants if t.kind is TenantKind.BANK)
+    for host in topo.hosts:
+        if host.tenant not in banks:
             continue
+        for iface in host.interfaces:
+            seg = topo.segment(iface.segment)
+            if seg.tenant in banks and seg.tenant != host.tenant:
+                yield ctx.finding(
+                    f"host:{host.name}",
+                    f"host {host.name} of {host.tenant} has interface {iface.name} in {seg.tenant}'s segment "
+                    f"{seg.name}: a bank's host never sits in the other bank's network",
+                    host, "interfaces",
+                )
+    net = graph.endpoint_graph(topo)
 
-        def inside(node: str, bank: str = bank) -> bool:
-            return tenant_of.get(node) == bank
+    def guarded(node: str, bank: str) -> bool:
+        return (net.tenant.get(node) == bank and not node.startswith("from:")
+                and bool(net.zones.get(node, frozenset()) & protected))
 
-        def guarded_elsewhere(node: str, others: set[str] = others) -> bool:
-            return node in others
+    seen: set[str] = set()
+    for bank in banks:
+        starts = sorted(n for n in net.adj
+                        if net.tenant.get(n) == bank and not n.startswith("segment:")
+                        and net.zones.get(n, frozenset()) & protected)
+        others = [b for b in banks if b != bank]
 
-        for breach in graph.breaches(flows, starts, inside=inside, protected=guarded_elsewhere):
+        def target(node: str, others: list[str] = others) -> bool:
+            return any(guarded(node, b) for b in others)
+
+        for breach in graph.tenant_breaches(net, bank, starts, target):
             conn = breach.connection
             if conn.flow.name in seen:
                 continue
             seen.add(conn.flow.name)
-            reached_tenant = tenant_of[breach.path[-1]]
+            first, last = graph.endpoint_name(breach.path[0]), graph.endpoint_name(breach.path[-1])
+            other = net.tenant[breach.path[-1]]
             yield ctx.finding(
                 f"flow:{conn.flow.name}",
-                f"{graph.describe(breach)}: flow {conn.flow.name} ({_ports(conn)}) lets {bank}'s business "
-                f"network reach {reached_tenant}'s (segment {breach.path[-1].partition(':')[2]}) without "
-                f"passing through a group service",
+                f"{graph.describe_endpoints(breach)}: flow {conn.flow.name} ({_ports(conn)}) lets {bank}'s "
+                f"{first} reach {other}'s {last} without passing through a group service",
                 conn.flow,
                 "destination",
             )
