@@ -73,9 +73,15 @@ def test_firewall_allows_each_routed_connection_and_nothing_inside_a_segment(
     text = firewall.ruleset(topology, layout.routers["gwangju"])
     assert "policy drop;" in text
     assert 'iifname "controller" ip daddr 10.10.10.0/24 tcp dport 22' in text
-    assert "ip saddr 10.10.210.0/24 ip daddr 10.10.110.0/24 tcp dport 9443" in text  # kj-ib-to-api
-    assert "ip daddr 10.10.210.0/24 tcp dport 443" in text  # the internet: any source
+    # kj-ib-to-api: the DMZ worker to the core workers, exactly (the service's nodes in its segments)
+    assert ("ip saddr 10.10.210.18/32 ip daddr { 10.10.110.15/32, 10.10.110.16/32 } tcp dport 9443 "
+            in text)
+    assert "ip daddr 10.10.210.18/32 tcp dport 443" in text  # the internet: any source
+    # a flow naming segments keeps the whole segments
     assert "ip saddr 10.10.40.0/24 ip daddr 10.20.40.0/24 tcp dport { 5432, 8000 }" in text
+    # each bank's databases replicate between their own replication addresses only
+    assert "ip saddr 10.10.41.19/32 ip daddr 10.20.41.19/32 tcp dport 5432" in text
+    assert "ip saddr 10.10.42.20/32 ip daddr 10.20.42.20/32 tcp dport 5432" in text
     # Same-segment flows (kj-api-to-core) are switched, never routed: no rule.
     assert "flow kj-api-to-core" not in text
     # Jeonju-only flows are not in Gwangju's router.

@@ -400,6 +400,74 @@ def ten01(ctx: Context) -> Iterator[Finding]:
             )
 
 
+def _lp_params(params: dict[str, ParamValue]) -> dict[str, str]:
+    ends = split(params["ends"])
+    if not ends or set(ends) - {"source", "destination"}:
+        return {"ends": "expected a comma-separated list of 'source' and 'destination', "
+                        f"found {params['ends']!r}"}
+    return {}
+
+
+@rule(
+    "LP-01",
+    title="Allow rules name exact endpoints; a whole segment is listed for review",
+    severity=Severity.WARNING,
+    source="전자금융감독규정 제15조 (해킹 등 방지대책: 필요한 접속만 허용; article text unverified); "
+           "ISMS-P 2.6.1 네트워크 접근",
+    params={
+        "ends": Param("destination",
+                      "Which flow ends naming a whole segment are listed (comma-separated: destination, "
+                      "source). A whole-segment destination opens the flow's ports on every host in it."),
+    },
+    param_check=_lp_params,
+)
+def lp01(ctx: Context) -> Iterator[Finding]:
+    """Allow rules name exact endpoints; a whole segment is listed for review.
+
+    Every layer (the hosts' nftables, the lab routers, the NetworkPolicies) allows exactly
+    the addresses a flow's ends resolve to (:mod:`dualdc.flows`): a host's address in the
+    segment the connection uses, a service's declared hosts and its clusters' workers. A
+    flow that names a ``segment:`` end allows the whole segment on the flow's ports: as a
+    destination it opens them on every host in it; so does a service on a cluster none of
+    whose workers sits in the service's segment. Those rules are legitimate where the flow
+    really means the segment (the bastion may SSH to every host of the mgmt segment), and
+    this warning lists each so a reviewer sees it; name hosts or services instead where the
+    flow means them. The ``ends`` parameter adds whole-segment sources (every host of the
+    mgmt segment syncs time) to the list.
+    """
+    topo = ctx.topology
+    ends = set(ctx.get_list("ends"))
+    for flow in topo.flows:
+        wide: list[str] = []
+        fields: list[str] = []
+        for end, ref in (("source", flow.source), ("destination", flow.destination)):
+            if end not in ends:
+                continue
+            if ref.startswith("segment:"):
+                seg = topo.segment(ref.partition(":")[2])
+                inside = sum(1 for h in topo.hosts if any(i.segment == seg.name for i in h.interfaces))
+                wide.append(f"its {end} is the whole segment {seg.name} ({seg.cidr}, {inside} hosts)")
+                fields.append(end)
+            elif ref.startswith("service:"):
+                loose = sorted({str(n) for c in conns_of(topo, flow)
+                                for e in ((c.source,) if end == "source" else (c.destination,))
+                                if not e.exact for n in e.networks})
+                if loose:
+                    wide.append(f"its {end} {ref} has no worker in its segment, so it stands as "
+                                f"{', '.join(loose)}")
+                    fields.append(end)
+        if wide:
+            yield ctx.finding(
+                f"flow:{flow.name}",
+                f"flow {flow.name} ({flow.protocol.value}/"
+                f"{'any' if flow.ports == 'any' else ','.join(map(str, flow.ports))}): "
+                + "; ".join(wide) + "; every layer allows that whole range: name hosts or services where the "
+                "flow means them",
+                flow,
+                fields[0],
+            )
+
+
 # --------------------------------------------------------------------------- addresses
 
 
