@@ -301,12 +301,13 @@ def test_ten01_bank_host_in_the_other_banks_segment(lab):
 
 def test_lp01_flow_to_a_whole_segment_is_listed(lab):
     lab.add_flow("kj-core-to-group-internal", "service:kj-core-banking", "segment:gj-group-internal", [6514])
-    found = [f for f in lab.report().findings if f.rule == "LP-01" and f.target == "flow:kj-core-to-group-internal"]
+    found = [f for f in lab.report().findings
+             if f.rule == "LP-01" and f.target == "flow:kj-core-to-group-internal"]
     assert [(f.severity, f.message) for f in found] == [(
         Severity.WARNING,
         "flow kj-core-to-group-internal (tcp/6514): its destination is the whole segment gj-group-internal "
-        "(10.10.130.0/24, 5 hosts); every layer allows that whole range: name hosts or services where the flow "
-        "means them")]
+        "(10.10.130.0/24, 5 hosts); every layer allows that whole range: name hosts or services where the "
+        "flow means them")]
 
 
 def test_lp01_flow_naming_services_and_hosts_passes(lab):
