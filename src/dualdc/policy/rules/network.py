@@ -369,20 +369,22 @@ def ten01(ctx: Context) -> Iterator[Finding]:
                     host, "interfaces",
                 )
     net = graph.endpoint_graph(topo)
+    none: frozenset[Zone] = frozenset()
+    bank_set = set(banks)
 
-    def guarded(node: str, bank: str) -> bool:
-        return (net.tenant.get(node) == bank and not node.startswith("from:")
-                and bool(net.zones.get(node, frozenset()) & protected))
-
+    starts_of: dict[str, list[str]] = {b: [] for b in banks}
+    for node in net.adj:
+        owner = net.tenant.get(node)
+        if owner in starts_of and not node.startswith("segment:") and net.zones.get(node, none) & protected:
+            starts_of[owner].append(node)
     seen: set[str] = set()
     for bank in banks:
-        starts = sorted(n for n in net.adj
-                        if net.tenant.get(n) == bank and not n.startswith("segment:")
-                        and net.zones.get(n, frozenset()) & protected)
-        others = [b for b in banks if b != bank]
+        starts = sorted(starts_of[bank])
 
-        def target(node: str, others: list[str] = others) -> bool:
-            return any(guarded(node, b) for b in others)
+        def target(node: str, bank: str = bank) -> bool:
+            owner = net.tenant.get(node)
+            return (owner in bank_set and owner != bank and not node.startswith("from:")
+                    and bool(net.zones.get(node, none) & protected))
 
         for breach in graph.tenant_breaches(net, bank, starts, target):
             conn = breach.connection
