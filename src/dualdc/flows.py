@@ -79,6 +79,8 @@ class _Index:
         for seg in topology.segments:
             self.segment_by_place.setdefault((seg.site, seg.tenant, seg.zone), seg.name)
         self.resolved: dict[str, list[Endpoint]] = {}
+        self.facts: dict[str, list[_Facts]] = {}
+        self._nodes: dict[str, list[Host]] | None = None
         self._host_segments: dict[str, frozenset[str]] = {}
         self._replication: dict[str, frozenset[str]] = {}
         self._primary: dict[str, str] = {}
@@ -99,6 +101,19 @@ class _Index:
             found = self._replication[name] = frozenset(
                 i.segment for i in host.interfaces if seg(i.segment).zone is Zone.REPLICATION)
         return found
+
+    def nodes(self, cluster: str) -> list[Host]:
+        """The cluster's workers (all its hosts if it has none), indexed once."""
+        if self._nodes is None:
+            every: dict[str, list[Host]] = {}
+            workers: dict[str, list[Host]] = {}
+            for host in self.topology.hosts:
+                if host.cluster is not None:
+                    every.setdefault(host.cluster, []).append(host)
+                    if host.role is HostRole.K8S_WORKER:
+                        workers.setdefault(host.cluster, []).append(host)
+            self._nodes = {c: workers.get(c) or hosts for c, hosts in every.items()}
+        return self._nodes.get(cluster, [])
 
     def primary(self, name: str) -> str:
         found = self._primary.get(name)
@@ -156,8 +171,7 @@ def _service_endpoint(topology: Topology, ref: str, service: Service, site: str,
     for cluster in service.clusters:
         if topology.cluster(cluster).site != site:
             continue
-        nodes = [h for h in topology.cluster_hosts(cluster) if h.role is HostRole.K8S_WORKER] or \
-            topology.cluster_hosts(cluster)
+        nodes = _index(topology).nodes(cluster)
         found = {ipaddress.IPv4Network(int(i.address))
                  for h in nodes for i in h.interfaces if i.segment == segment}
         if found:
@@ -213,23 +227,19 @@ def _primary_interface(topology: Topology, host: Host) -> str:
     return host.interfaces[0].segment
 
 
-def _host_side_fits(index: _Index, end: Endpoint, other: Endpoint, cross_site: bool = False) -> bool:
-    """Which interface a host end uses towards the other end.
+_Facts = tuple[Endpoint, frozenset[str] | None, str, frozenset[str]]
 
-    Its interface in the other end's segment, if it has one; else, for a ``cross_site`` flow
-    whose other end offers a replication-zone place (a replication segment, or a host with
-    an interface there), its replication-zone interface if it has one (the inter-site DR
-    link carries replication); else its primary interface.
-    """
-    if end.host is None:
-        return True
-    if other.segment is not None and other.segment in index.host_segments(end.host):
-        return end.segment == other.segment
-    own = index.replication(end.host)
-    offers = bool(index.replication(other.host)) if other.host is not None else other.zone is Zone.REPLICATION
-    if cross_site and own and offers:
-        return end.segment in own
-    return end.segment == index.primary(end.host)
+
+def _facts(topology: Topology, index: _Index, ref: str) -> list[_Facts]:
+    """Each resolved end of ``ref`` with, for a host's end, the host's segments, primary segment
+    and replication-zone segments (None, '' and empty otherwise), computed once per reference."""
+    found = index.facts.get(ref)
+    if found is None:
+        found = index.facts[ref] = [
+            (e, None, "", frozenset()) if e.host is None
+            else (e, index.host_segments(e.host), index.primary(e.host), index.replication(e.host))
+            for e in resolve(topology, ref)]
+    return found
 
 
 def expand(topology: Topology, flow: Flow) -> list[Connection]:
@@ -237,21 +247,40 @@ def expand(topology: Topology, flow: Flow) -> list[Connection]:
 
     Every (source, destination) pair of resolved ends, in that order, that is at the same
     site (unless ``cross_site`` or an end is outside) and whose host ends use the right
-    interface (:func:`_host_side_fits`).
+    interface. A host end uses its interface in the other end's segment, if it has one;
+    else, for a ``cross_site`` flow whose other end offers a replication-zone place (a
+    replication segment, or a host with an interface there), its replication-zone interface
+    if it has one (the inter-site DR link carries replication); else its primary interface.
+    (Inlined for both ends: this loop runs for every flow.)
     """
     index = _index(topology)
     cross = flow.cross_site
-    sources = resolve(topology, flow.source)
-    destinations = resolve(topology, flow.destination)
-    hosts_involved = any(e.host is not None for e in sources) or any(e.host is not None for e in destinations)
+    replication = Zone.REPLICATION
     found = []
-    for s in sources:
-        for d in destinations:
+    destinations = _facts(topology, index, flow.destination)
+    for s, s_segs, s_primary, s_repl in _facts(topology, index, flow.source):
+        s_offers = bool(s_repl) if s_segs is not None else s.zone is replication
+        for d, d_segs, d_primary, d_repl in destinations:
             if not (cross or s.site is None or d.site is None or s.site == d.site):
                 continue
-            if hosts_involved and not (_host_side_fits(index, s, d, cross)
-                                       and _host_side_fits(index, d, s, cross)):
-                continue
+            if s_segs is not None:
+                if d.segment is not None and d.segment in s_segs:
+                    if s.segment != d.segment:
+                        continue
+                elif cross and s_repl and (bool(d_repl) if d_segs is not None else d.zone is replication):
+                    if s.segment not in s_repl:
+                        continue
+                elif s.segment != s_primary:
+                    continue
+            if d_segs is not None:
+                if s.segment is not None and s.segment in d_segs:
+                    if d.segment != s.segment:
+                        continue
+                elif cross and d_repl and s_offers:
+                    if d.segment not in d_repl:
+                        continue
+                elif d.segment != d_primary:
+                    continue
             found.append(Connection(flow, s, d))
     return found
 

@@ -136,14 +136,10 @@ def describe(breach: Breach) -> str:
 # --------------------------------------------------------------------------- endpoints (TEN-01)
 
 
-@dataclass(frozen=True)
-class Hop:
-    """One edge of the endpoint graph: a declared flow's connection, or ``None`` for a placement
-    (a segment reaching what sits in it; a host or a database's pods opening what their
-    segment may open)."""
-
-    target: str
-    conn: Connection | None
+Hop = tuple[str, Connection | None]
+"""One edge of the endpoint graph: its target node, and the declared flow's connection, or
+``None`` for a placement (a segment reaching what sits in it; a host or a database's pods
+opening what their segment may open)."""
 
 
 @dataclass
@@ -205,21 +201,23 @@ def endpoint_graph(topology: Topology) -> EndpointGraph:
     relays: set[str] = set()
 
     def edge(u: str, v: str, conn: Connection | None) -> None:
-        adj.setdefault(u, []).append(Hop(v, conn))
+        adj.setdefault(u, []).append((v, conn))
         adj.setdefault(v, [])
 
+    zone_of: dict[str, Zone] = {}
     for seg in topology.segments:
+        zone_of[seg.name] = seg.zone
         for node in (f"segment:{seg.name}", f"from:{seg.name}"):
             tenant[node], zones[node] = seg.tenant, frozenset({seg.zone})
-            adj.setdefault(node, [])
+            adj[node] = []
     for host in topology.hosts:
         node = f"host:{host.name}"
         tenant[node] = host.tenant
-        zones[node] = frozenset(topology.segment(i.segment).zone for i in host.interfaces)
-        adj.setdefault(node, [])
+        zones[node] = frozenset(zone_of[i.segment] for i in host.interfaces)
+        out = adj[node] = []
         for iface in host.interfaces:
-            edge(f"segment:{iface.segment}", node, None)
-            edge(node, f"from:{iface.segment}", None)
+            adj[f"segment:{iface.segment}"].append((node, None))
+            out.append((f"from:{iface.segment}", None))
     for svc in topology.services:
         group = is_group_service(topology, svc)
         if group:
@@ -238,11 +236,24 @@ def endpoint_graph(topology: Topology) -> EndpointGraph:
                 for rep in replication_segments(topology, site, svc.tenant):
                     edge(f"segment:{rep}", node, None)
                     edge(node, f"from:{rep}", None)
+    # Edges out of relays and outside nodes are never followed (paths end at a group service;
+    # nothing reaches the internet or an institution), so they are not built.
+    # Resolved ends are shared objects (flows.resolve caches them), so they key by identity.
+    from_nodes: dict[int, list[str]] = {}
+    to_nodes: dict[int, list[str]] = {}
     for conn in connections(topology):
-        for u in _end_nodes(topology, conn.source, True):
-            for v in _end_nodes(topology, conn.destination, False):
-                if u != v:
-                    edge(u, v, conn)
+        src, dst = conn.source, conn.destination
+        sources = from_nodes.get(id(src))
+        if sources is None:
+            sources = from_nodes[id(src)] = [] if src.outside else [
+                n for n in _end_nodes(topology, src, True) if n not in relays]
+        if not sources:
+            continue
+        targets = to_nodes.get(id(dst))
+        if targets is None:
+            targets = to_nodes[id(dst)] = _end_nodes(topology, dst, False)
+        for u in sources:
+            adj[u].extend((v, conn) for v in targets if v != u)
     found = EndpointGraph(adj, tenant, zones, frozenset(relays))
     topology.cache["policy.graph.endpoints"] = found
     return found
@@ -277,10 +288,10 @@ def _bfs(graph: EndpointGraph, starts: Iterable[str],
         u = queue.popleft()
         if u in graph.relays and parent[u] is not None:
             continue
-        for hop in graph.adj.get(u, ()):
-            if hop.target not in parent and hop.target not in blocked:
-                parent[hop.target] = (u, hop.conn)
-                queue.append(hop.target)
+        for target, conn in graph.adj.get(u, ()):
+            if target not in parent and target not in blocked:
+                parent[target] = (u, conn)
+                queue.append(target)
     return parent
 
 
@@ -317,16 +328,15 @@ def tenant_breaches(graph: EndpointGraph, tenant: str, starts: list[str],
         side.add(u)
         if u in graph.relays:
             continue
-        stack.extend(h.target for h in graph.adj.get(u, ()) if h.conn is None and h.target in reached)
+        stack.extend(v for v, conn in graph.adj.get(u, ()) if conn is None and v in reached)
     found: list[EndpointBreach] = []
     onward_cache: dict[str, tuple[list[str], list[Connection | None]] | None] = {}
     for u in sorted(side):
         if u in graph.relays and reached[u] is not None:
             continue
-        for hop in graph.adj.get(u, ()):
-            if hop.conn is None or graph.tenant.get(hop.target) == tenant:
+        for v, conn in graph.adj.get(u, ()):
+            if conn is None or graph.tenant.get(v) == tenant:
                 continue
-            v = hop.target
             if v in graph.relays and not targets(v):
                 continue
             if v not in onward_cache:
@@ -336,7 +346,7 @@ def tenant_breaches(graph: EndpointGraph, tenant: str, starts: list[str],
                 continue
             before, before_hops = _trail(reached, u)
             after, after_hops = onward
-            found.append(EndpointBreach([*before, *after], [*before_hops, hop.conn, *after_hops],
+            found.append(EndpointBreach([*before, *after], [*before_hops, conn, *after_hops],
                                         len(before_hops)))
     return found
 

@@ -439,6 +439,10 @@ def lp01(ctx: Context) -> Iterator[Finding]:
     """
     topo = ctx.topology
     ends = set(ctx.get_list("ends"))
+    hosts_in: dict[str, int] = {}
+    for host in topo.hosts:
+        for name in {i.segment for i in host.interfaces}:
+            hosts_in[name] = hosts_in.get(name, 0) + 1
     for flow in topo.flows:
         wide: list[str] = []
         fields: list[str] = []
@@ -447,8 +451,8 @@ def lp01(ctx: Context) -> Iterator[Finding]:
                 continue
             if ref.startswith("segment:"):
                 seg = topo.segment(ref.partition(":")[2])
-                inside = sum(1 for h in topo.hosts if any(i.segment == seg.name for i in h.interfaces))
-                wide.append(f"its {end} is the whole segment {seg.name} ({seg.cidr}, {inside} hosts)")
+                count = hosts_in.get(seg.name, 0)
+                wide.append(f"its {end} is the whole segment {seg.name} ({seg.cidr}, {count} hosts)")
                 fields.append(end)
             elif ref.startswith("service:"):
                 loose = sorted({str(n) for c in conns_of(topo, flow)
