@@ -652,3 +652,21 @@ def test_findings_are_located_at_the_offending_field(lab):
     assert finding.location is not None
     assert finding.location.file.endswith(file)
     assert finding.location.line == lab.line_of(file, "vlan: 210", after="name: gj-jbbank-dmz")
+
+
+def test_ten01_production_before_per_bank_replication(copy_env):
+    # production as it was: both banks' database hosts on the group replication segments,
+    # joined segment to segment; TEN-01 names the flows and both banks' hosts
+    prod = copy_env("production")
+    every_host = [h for data in prod.files.values() if isinstance(data, dict) for h in data.get("hosts", [])]
+    for host in every_host:
+        if host["role"] == "db":
+            iface = next(i for i in host["interfaces"] if i["segment"].endswith("bank-replication"))
+            site = host["name"][:2]
+            iface["segment"] = f"{site}-group-replication"
+            iface["address"] = iface["address"].replace("10.65.40.", "10.64.40.").replace(
+                "10.66.40.", "10.64.40.").replace("10.97.40.", "10.96.40.").replace("10.98.40.", "10.96.40.")
+    found = {f.target: f.message for f in prod.report().findings if f.rule == "TEN-01"}
+    assert set(found) == {"flow:gj-replication", "flow:jj-replication"}
+    assert "lets jbbank's host:gj-db-jb-01 reach kjbank's host:jj-db-kj-01" in found["flow:gj-replication"]
+    assert "lets jbbank's host:jj-db-jb-01 reach kjbank's host:gj-db-kj-01" in found["flow:jj-replication"]
