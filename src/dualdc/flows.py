@@ -316,9 +316,11 @@ def inbound_to_host(topology: Topology, host: Host) -> list[Connection]:
 
     A destination lands on a host when it is the host itself, a segment the host has an
     interface in and the host is not a router of it, or a service placed on the host (by
-    ``hosts``, or as a node of one of the service's clusters).
+    ``hosts``, or as a node of one of the service's clusters) whose exact addresses include
+    one of the host's (a cluster's control plane is not where its services' pods are reached).
     """
     segments = {i.segment for i in host.interfaces}
+    addresses = {i.address for i in host.interfaces}
     placed = {
         svc.name
         for svc in topology.services
@@ -328,7 +330,8 @@ def inbound_to_host(topology: Topology, host: Host) -> list[Connection]:
     found = list(by_destination.get(f"host:{host.name}", []))
     for name in placed:
         found.extend(c for c in by_destination.get(f"service:{name}", [])
-                     if c[1].destination.segment in segments)
+                     if c[1].destination.segment in segments
+                     and any(a in n for n in c[1].destination.networks for a in addresses))
     for seg in segments:
         found.extend(by_destination.get(f"segment:{seg}", []))
     found.sort(key=lambda c: c[0])
