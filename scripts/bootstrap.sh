@@ -41,4 +41,15 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   .venv/bin/python -m pip install -q -e '.[dev]'
   echo "$want" > "$stamp"
 fi
+# network-config-analyzer: the independent NetworkPolicy analyzer the tests use as an oracle
+# (tests/stacks/test_analyzer.py). Its exact pins (networkx, PyYAML …) clash with the
+# project's, so it lives in a virtualenv of its own.
+NCA_VERSION=2.1.0
+nca_stamp=.venv-nca/.dualdc-installed
+if [ ! -f "$nca_stamp" ] || [ "$(cat "$nca_stamp")" != "$NCA_VERSION" ]; then
+  echo "bootstrap: installing network-config-analyzer $NCA_VERSION into .venv-nca" >&2
+  [ -x .venv-nca/bin/python ] || "$PYTHON" -m venv .venv-nca
+  .venv-nca/bin/python -m pip install -q "network-config-analyzer==$NCA_VERSION"
+  echo "$NCA_VERSION" > "$nca_stamp"
+fi
 echo "bootstrap: ready (.venv/bin/invoke --list shows the tasks)" >&2

@@ -6,6 +6,14 @@ hosts' nftables, the lab routers' firewall, the Kubernetes NetworkPolicies — n
 answer to "which networks may open which connections to which networks", so it is
 computed here, once, and cached on the topology.
 
+Ends resolve to exact addresses wherever the model knows them: a host to its address in
+the segment the connection uses; a service to its declared hosts' addresses and its
+clusters' workers' addresses in the service's segment at that site (its pods leave and are
+reached through those nodes). Only a ``segment:`` end stands for a whole network, and every
+layer then allows the whole segment (the policy pack warns, LP-01). Each end also carries
+the tenant it belongs to: a host's own tenant (a bank's host stays that bank's endpoint in
+a ``group`` segment), a service's tenant, a segment's tenant.
+
 Pairing: an end that resolves at several sites (a service running at both) is paired per
 site, so a flow never silently crosses the inter-site link; ``cross_site: true`` flows
 pair every source with every destination. Outside ends (internet, institutions) have no
@@ -17,7 +25,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from dualdc.model import Flow, Host, Topology, Zone
+from dualdc.model import Flow, Host, HostRole, Service, TenantKind, Topology, Zone
 
 INTERNET = "internet"
 ANY_NETWORK = ipaddress.IPv4Network("0.0.0.0/0")
@@ -37,6 +45,10 @@ class Endpoint:
     segment: str | None
     networks: tuple[ipaddress.IPv4Network, ...]
     host: str | None = None
+    hosts: tuple[str, ...] = ()
+    """The hosts this end stands for: the named host, or a service's declared hosts at the site."""
+    exact: bool = False
+    """True when ``networks`` are the end's own addresses, not a whole segment standing for it."""
 
     @property
     def outside(self) -> bool:
@@ -58,9 +70,6 @@ class Connection:
         return () if self.flow.ports == "any" else tuple(self.flow.ports)
 
 
-_HostFacts = tuple[Endpoint, frozenset[str] | None, str]
-
-
 class _Index:
     """Lookups the expansion needs again and again, computed once per topology."""
 
@@ -70,8 +79,10 @@ class _Index:
         for seg in topology.segments:
             self.segment_by_place.setdefault((seg.site, seg.tenant, seg.zone), seg.name)
         self.resolved: dict[str, list[Endpoint]] = {}
-        self.facts: dict[str, list[_HostFacts]] = {}
+        self.facts: dict[str, list[_Facts]] = {}
+        self._nodes: dict[str, list[Host]] | None = None
         self._host_segments: dict[str, frozenset[str]] = {}
+        self._replication: dict[str, frozenset[str]] = {}
         self._primary: dict[str, str] = {}
 
     def host_segments(self, name: str) -> frozenset[str]:
@@ -80,6 +91,29 @@ class _Index:
             host = self.topology.host(name)
             found = self._host_segments[name] = frozenset(i.segment for i in host.interfaces)
         return found
+
+    def replication(self, name: str) -> frozenset[str]:
+        """The host's segments of the replication zone."""
+        found = self._replication.get(name)
+        if found is None:
+            host = self.topology.host(name)
+            seg = self.topology.segment
+            found = self._replication[name] = frozenset(
+                i.segment for i in host.interfaces if seg(i.segment).zone is Zone.REPLICATION)
+        return found
+
+    def nodes(self, cluster: str) -> list[Host]:
+        """The cluster's workers (all its hosts if it has none), indexed once."""
+        if self._nodes is None:
+            every: dict[str, list[Host]] = {}
+            workers: dict[str, list[Host]] = {}
+            for host in self.topology.hosts:
+                if host.cluster is not None:
+                    every.setdefault(host.cluster, []).append(host)
+                    if host.role is HostRole.K8S_WORKER:
+                        workers.setdefault(host.cluster, []).append(host)
+            self._nodes = {c: workers.get(c) or hosts for c, hosts in every.items()}
+        return self._nodes.get(cluster, [])
 
     def primary(self, name: str) -> str:
         found = self._primary.get(name)
@@ -111,9 +145,42 @@ def _host_endpoints(topology: Topology, ref: str, host: Host) -> list[Endpoint]:
     for iface in host.interfaces:
         seg = topology.segment(iface.segment)
         net = ipaddress.IPv4Network(int(iface.address))
-        found.append(Endpoint(ref, f"segment:{seg.name}", seg.site, seg.zone, seg.tenant, seg.name, (net,),
-                              host.name))
+        found.append(Endpoint(ref, f"segment:{seg.name}", seg.site, seg.zone, host.tenant, seg.name, (net,),
+                              host.name, (host.name,), True))
     return found
+
+
+def _service_endpoint(topology: Topology, ref: str, service: Service, site: str, segment: str) -> Endpoint:
+    """A service at one site: its hosts' and its clusters' workers' addresses in its segment.
+
+    A declared host without an interface in that segment is reached on its primary interface.
+    A cluster none of whose workers has an interface in the segment leaves the whole segment
+    standing for the service (the model does not know where its pods are reached).
+    """
+    seg = topology.segment(segment)
+    nets: set[ipaddress.IPv4Network] = set()
+    exact = True
+    hosts = tuple(sorted(h for h in service.hosts if topology.host(h).site == site))
+    for name in hosts:
+        host = topology.host(name)
+        in_segment = [i.address for i in host.interfaces if i.segment == segment]
+        if not in_segment:
+            primary = _primary_interface(topology, host)
+            in_segment = [i.address for i in host.interfaces if i.segment == primary]
+        nets.update(ipaddress.IPv4Network(int(a)) for a in in_segment)
+    for cluster in service.clusters:
+        if topology.cluster(cluster).site != site:
+            continue
+        nodes = _index(topology).nodes(cluster)
+        found = {ipaddress.IPv4Network(int(i.address))
+                 for h in nodes for i in h.interfaces if i.segment == segment}
+        if found:
+            nets |= found
+        else:
+            nets.add(seg.cidr)
+            exact = False
+    return Endpoint(ref, f"segment:{seg.name}", site, seg.zone, service.tenant, seg.name,
+                    tuple(sorted(nets)), None, hosts, exact)
 
 
 def resolve(topology: Topology, ref: str) -> list[Endpoint]:
@@ -135,14 +202,15 @@ def _resolve(topology: Topology, ref: str) -> list[Endpoint]:
         return _host_endpoints(topology, ref, topology.host(name))
     if kind == "institution":
         inst = topology.institution(name)
-        return [Endpoint(ref, f"institution:{inst.name}", None, None, None, None, tuple(inst.cidrs))]
+        return [Endpoint(ref, f"institution:{inst.name}", None, None, None, None, tuple(inst.cidrs),
+                         exact=True)]
     if kind == "service":
+        svc = topology.service(name)
         found = []
-        for site in topology.service_sites(topology.service(name)):
+        for site in topology.service_sites(svc):
             seg = service_segment(topology, name, site)
             if seg is not None:
-                endpoint = _segment_endpoint(topology, ref, seg)
-                found.append(endpoint)
+                found.append(_service_endpoint(topology, ref, svc, site, seg))
         return found
     raise ValueError(f"unknown endpoint reference {ref!r}")
 
@@ -159,13 +227,19 @@ def _primary_interface(topology: Topology, host: Host) -> str:
     return host.interfaces[0].segment
 
 
-def _host_side_fits(index: _Index, end: Endpoint, other: Endpoint) -> bool:
-    """A host end uses its interface in the other end's segment, else its primary one."""
-    if end.host is None:
-        return True
-    if other.segment is not None and other.segment in index.host_segments(end.host):
-        return end.segment == other.segment
-    return end.segment == index.primary(end.host)
+_Facts = tuple[Endpoint, frozenset[str] | None, str, frozenset[str]]
+
+
+def _facts(topology: Topology, index: _Index, ref: str) -> list[_Facts]:
+    """Each resolved end of ``ref`` with, for a host's end, the host's segments, primary segment
+    and replication-zone segments (None, '' and empty otherwise), computed once per reference."""
+    found = index.facts.get(ref)
+    if found is None:
+        found = index.facts[ref] = [
+            (e, None, "", frozenset()) if e.host is None
+            else (e, index.host_segments(e.host), index.primary(e.host), index.replication(e.host))
+            for e in resolve(topology, ref)]
+    return found
 
 
 def expand(topology: Topology, flow: Flow) -> list[Connection]:
@@ -173,39 +247,41 @@ def expand(topology: Topology, flow: Flow) -> list[Connection]:
 
     Every (source, destination) pair of resolved ends, in that order, that is at the same
     site (unless ``cross_site`` or an end is outside) and whose host ends use the right
-    interface (:func:`_host_side_fits`, inlined here: this loop runs for every flow).
+    interface. A host end uses its interface in the other end's segment, if it has one;
+    else, for a ``cross_site`` flow whose other end offers a replication-zone place (a
+    replication segment, or a host with an interface there), its replication-zone interface
+    if it has one (the inter-site DR link carries replication); else its primary interface.
+    (Inlined for both ends: this loop runs for every flow.)
     """
     index = _index(topology)
     cross = flow.cross_site
-    sources = _host_facts(topology, index, flow.source)
-    destinations = _host_facts(topology, index, flow.destination)
+    replication = Zone.REPLICATION
     found = []
-    for s, s_segments, s_primary in sources:
-        for d, d_segments, d_primary in destinations:
+    destinations = _facts(topology, index, flow.destination)
+    for s, s_segs, s_primary, s_repl in _facts(topology, index, flow.source):
+        s_offers = bool(s_repl) if s_segs is not None else s.zone is replication
+        for d, d_segs, d_primary, d_repl in destinations:
             if not (cross or s.site is None or d.site is None or s.site == d.site):
                 continue
-            if s_segments is not None and (
-                s.segment != d.segment if d.segment is not None and d.segment in s_segments
-                else s.segment != s_primary
-            ):
-                continue
-            if d_segments is not None and (
-                d.segment != s.segment if s.segment is not None and s.segment in d_segments
-                else d.segment != d_primary
-            ):
-                continue
+            if s_segs is not None:
+                if d.segment is not None and d.segment in s_segs:
+                    if s.segment != d.segment:
+                        continue
+                elif cross and s_repl and (bool(d_repl) if d_segs is not None else d.zone is replication):
+                    if s.segment not in s_repl:
+                        continue
+                elif s.segment != s_primary:
+                    continue
+            if d_segs is not None:
+                if s.segment is not None and s.segment in d_segs:
+                    if d.segment != s.segment:
+                        continue
+                elif cross and d_repl and s_offers:
+                    if d.segment not in d_repl:
+                        continue
+                elif d.segment != d_primary:
+                    continue
             found.append(Connection(flow, s, d))
-    return found
-
-
-def _host_facts(topology: Topology, index: _Index, ref: str) -> list[_HostFacts]:
-    """Each resolved end of ``ref`` with its host's segments and primary segment (None and ''
-    for ends that are not a host's), computed once per reference."""
-    found = index.facts.get(ref)
-    if found is None:
-        found = index.facts[ref] = [
-            (e, None, "") if e.host is None else (e, index.host_segments(e.host), index.primary(e.host))
-            for e in resolve(topology, ref)]
     return found
 
 
@@ -240,9 +316,11 @@ def inbound_to_host(topology: Topology, host: Host) -> list[Connection]:
 
     A destination lands on a host when it is the host itself, a segment the host has an
     interface in and the host is not a router of it, or a service placed on the host (by
-    ``hosts``, or as a node of one of the service's clusters).
+    ``hosts``, or as a node of one of the service's clusters) whose exact addresses include
+    one of the host's (a cluster's control plane is not where its services' pods are reached).
     """
     segments = {i.segment for i in host.interfaces}
+    addresses = {i.address for i in host.interfaces}
     placed = {
         svc.name
         for svc in topology.services
@@ -252,8 +330,24 @@ def inbound_to_host(topology: Topology, host: Host) -> list[Connection]:
     found = list(by_destination.get(f"host:{host.name}", []))
     for name in placed:
         found.extend(c for c in by_destination.get(f"service:{name}", [])
-                     if c[1].destination.segment in segments)
+                     if c[1].destination.segment in segments
+                     and any(a in n for n in c[1].destination.networks for a in addresses))
     for seg in segments:
         found.extend(by_destination.get(f"segment:{seg}", []))
     found.sort(key=lambda c: c[0])
     return [conn for _, conn in found]
+
+
+def is_group_service(topology: Topology, service: Service) -> bool:
+    """A group service: one whose tenant is of kind ``shared``. Only these may stand between
+    two banks on a path (TEN-01); their hosts and pods are the relays."""
+    return topology.tenant(service.tenant).kind is TenantKind.SHARED
+
+
+def replication_segments(topology: Topology, site: str, tenant: str) -> list[str]:
+    """Replication segments at a site a tenant's databases use: its own, else shared ones."""
+    segs = [s for s in topology.segments if s.site == site and s.zone is Zone.REPLICATION]
+    own = sorted(s.name for s in segs if s.tenant == tenant)
+    if own:
+        return own
+    return sorted(s.name for s in segs if topology.tenant(s.tenant).kind is TenantKind.SHARED)

@@ -408,7 +408,10 @@ class Host(Entity):
     rack: str = Field(pattern=r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,30}[A-Za-z0-9])?$",
                       description="Rack label: letters, digits, '.', '_' and '-', at most 32 characters.")
     role: HostRole = Field(description="What the host does.")
-    tenant: Name = Field(default="group", description="Tenant owning the host.")
+    tenant: Name = Field(
+        default="group",
+        description="Tenant owning the host: a bank's host stays that bank's endpoint even in a group "
+                    "segment (TEN-01 judges endpoints, not segments).")
     cluster: Name | None = Field(default=None, description="Kubernetes cluster the host is a node of.")
     cpu: int = Field(ge=1, description="CPU cores.")
     memory_gib: int = Field(ge=1, description="Memory in GiB.")
@@ -457,7 +460,9 @@ class Backup(Entity):
 class Service(Entity):
     name: Name = Field(description="Service name.")
     description: Text = Field(default="", description="Free text.")
-    tenant: Name = Field(description="Tenant running the service.")
+    tenant: Name = Field(
+        description="Tenant running the service; a service of a shared tenant is a group service, the only "
+                    "kind of endpoint that may stand between two banks (TEN-01).")
     zone: Zone = Field(description="Zone the service sits in.")
     tier: int = Field(ge=1, le=3, description="1 = 핵심업무 (core business).")
     primary_site: Name = Field(description="Site that serves in normal operation.")

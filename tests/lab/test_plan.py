@@ -73,9 +73,15 @@ def test_firewall_allows_each_routed_connection_and_nothing_inside_a_segment(
     text = firewall.ruleset(topology, layout.routers["gwangju"])
     assert "policy drop;" in text
     assert 'iifname "controller" ip daddr 10.10.10.0/24 tcp dport 22' in text
-    assert "ip saddr 10.10.210.0/24 ip daddr 10.10.110.0/24 tcp dport 9443" in text  # kj-ib-to-api
-    assert "ip daddr 10.10.210.0/24 tcp dport 443" in text  # the internet: any source
+    # kj-ib-to-api: the DMZ worker to the core workers, exactly (the service's nodes in its segments)
+    assert ("ip saddr 10.10.210.18/32 ip daddr { 10.10.110.15/32, 10.10.110.16/32 } tcp dport 9443 "
+            in text)
+    assert "ip daddr 10.10.210.18/32 tcp dport 443" in text  # the internet: any source
+    # a flow naming segments keeps the whole segments
     assert "ip saddr 10.10.40.0/24 ip daddr 10.20.40.0/24 tcp dport { 5432, 8000 }" in text
+    # each bank's databases replicate between their own replication addresses only
+    assert "ip saddr 10.10.41.19/32 ip daddr 10.20.41.19/32 tcp dport 5432" in text
+    assert "ip saddr 10.10.42.20/32 ip daddr 10.20.42.20/32 tcp dport 5432" in text
     # Same-segment flows (kj-api-to-core) are switched, never routed: no rule.
     assert "flow kj-api-to-core" not in text
     # Jeonju-only flows are not in Gwangju's router.
@@ -94,13 +100,32 @@ def test_probe_plan_covers_every_connection_and_forbids_only_what_no_flow_allows
     conns = connections(topology)
     forbidden = [p for p in probes if p.kind == "forbidden"]
     categories = {p.category for p in forbidden}
-    assert {"dmz-to-internal", "bank-to-bank", "to-mgmt", "controller", "sample"} <= categories
+    assert {"dmz-to-internal", "bank-to-bank", "bank-db", "to-mgmt", "controller", "sample"} <= categories
     for p in forbidden:
         if p.source[0] == "host":
             assert not verify._allowed(conns, ipaddress.IPv4Address(p.src), ipaddress.IPv4Address(p.dst),
                                        p.proto, p.port), p
     # The same plan every time (the sample is seeded).
     assert [p.id for p in verify.plan_probes(topology, layout)[0]] == [p.id for p in probes]
+
+
+def test_bank_database_hosts_are_probed_apart_and_replicate_only_to_their_own(
+        topology: Topology, layout: plan.LabPlan) -> None:
+    probes, _ = verify.plan_probes(topology, layout)
+    dbs = {h.name: h for h in topology.hosts if h.role.value == "db"}
+    tcp_ports = {p for f in topology.flows if f.protocol.value == "tcp" and f.ports != "any" for p in f.ports}
+    for a in dbs.values():
+        for b in dbs.values():
+            if a.tenant == b.tenant:
+                continue
+            for iface in b.interfaces:  # every address of the other bank's database host, every port
+                ports = {p.port for p in probes if p.kind == "forbidden" and p.destination == ("host", b.name)
+                         and p.source == ("host", a.name) and p.dst == str(iface.address)}
+                assert ports >= tcp_ports, (a.name, b.name, str(iface.address))
+    declared = {(p.src, p.dst, p.port) for p in probes if p.kind == "declared"}
+    # each bank's replication, between its own hosts' replication addresses (both directions)
+    assert {("10.10.41.19", "10.20.41.19", 5432), ("10.20.41.19", "10.10.41.19", 5432),
+            ("10.20.42.20", "10.10.42.20", 5432), ("10.10.42.20", "10.20.42.20", 5432)} <= declared
 
 
 def test_forbidden_mgmt_probes_come_from_outside_mgmt(topology: Topology, layout: plan.LabPlan) -> None:

@@ -88,6 +88,28 @@ def test_break_flow_between_the_banks_internal_segments(lab):
     assert f"services.yaml:{line}:" in failure.text
 
 
+def test_bad_input_host_of_an_undeclared_tenant_exits_1_with_file_and_line(lab):
+    lab.find("hosts", "gj-db-kj-01")["tenant"] = "kbank"
+    lab.save()
+    done = invoke("validate", "--topology", str(lab.folder))
+    assert done.returncode == 1, done.stdout + done.stderr
+    line = _text_line(lab.folder / "hosts.yaml", "tenant: kbank")
+    assert f"hosts.yaml:{line}:" in done.stderr + done.stdout
+    assert "tenant 'kbank', which is not declared" in done.stderr + done.stdout
+    assert "Traceback" not in done.stderr + done.stdout
+
+
+def test_bad_input_bank_host_in_the_other_banks_segment_is_ten01(lab):
+    iface = next(i for i in lab.find("hosts", "jj-db-jb-01")["interfaces"] if i["name"] == "eth1")
+    iface["segment"], iface["address"] = "jj-kjbank-internal", "10.20.110.99"
+    lab.save()
+    done = invoke("validate", "--topology", str(lab.folder), "--format", "json")
+    assert done.returncode == 2, done.stdout + done.stderr
+    found = [(f["rule"], f["target"]) for f in json.loads(done.stdout)["findings"] if f["rule"] == "TEN-01"]
+    assert ("TEN-01", "host:jj-db-jb-01") in found
+    assert "Traceback" not in done.stderr
+
+
 HOSTILE = {
     "billion-laughs": "a: &a [x,x,x,x,x,x,x,x,x]\n" + "".join(
         f"{c}: &{c} [*{p},*{p},*{p},*{p},*{p},*{p},*{p},*{p},*{p}]\n"

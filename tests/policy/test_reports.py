@@ -36,11 +36,17 @@ def broken(lab):
     return lab
 
 
+def lp01_warnings(lab) -> int:
+    """LP-01 lists every flow naming a whole destination segment (the lab has some, and so does
+    the fixture's gj-to-jj-mgmt)."""
+    return sum(1 for f in lab.section("flows") if f["destination"].startswith("segment:"))
+
+
 def test_text_groups_findings_by_severity(broken):
     report = broken.report()
     text = reports.render_text(report)
     errors = text.index("errors (2)")
-    warnings = text.index("warnings (2)")
+    warnings = text.index(f"warnings ({2 + lp01_warnings(broken)})")  # STR-13, WV-03 and LP-01
     waived = text.index("waived (1)")
     assert errors < warnings < waived
     assert "NS-01" in text[errors:warnings] and "STR-03" in text[errors:warnings]
@@ -54,8 +60,8 @@ def test_json_shape_is_documented_and_stable(broken):
     data = json.loads(reports.render_json(broken.report()))
     assert data["schema"] == "dualdc.validate/1"
     assert data["passed"] is False and data["fail_on"] == "error"
-    assert data["summary"] == {"error": 2, "warning": 2, "advisory": 0, "waived": 1, "rules": len(RULES),
-                               "failing": 2}
+    assert data["summary"] == {"error": 2, "warning": 2 + lp01_warnings(broken), "advisory": 0, "waived": 1,
+                               "rules": len(RULES), "failing": 2}
     ns01 = next(f for f in data["findings"] if f["rule"] == "NS-01")
     assert ns01["target"] == "flow:dmz-to-core" and ns01["severity"] == "error" and ns01["waived"] is False
     assert ns01["location"]["line"] == broken.line_of("services.yaml", "destination: service:kj-core-banking",
@@ -99,7 +105,7 @@ def test_sarif_lists_every_rule_and_locates_results(broken):
 
 def test_sarif_paths_are_relative_to_the_repository():
     report = run_policy(load_environment("production"))
-    (result,) = _sarif(report)["runs"][0]["results"]  # the waived DR-01 finding
+    (result,) = [r for r in _sarif(report)["runs"][0]["results"] if r["ruleId"] == "DR-01"]  # the waived one
     location = result["locations"][0]["physicalLocation"]["artifactLocation"]
     assert location == {"uri": "inventories/production/services.yaml", "uriBaseId": "%SRCROOT%"}
 
@@ -134,9 +140,10 @@ def test_junit_has_a_failing_case_per_failing_finding_and_a_passing_case_per_oth
     assert len(by_name) == len(cases)  # names are unique
     # failing on warnings turns the warning into a failing case of its own
     strict = ET.fromstring(reports.render_junit(report, Severity.WARNING, root=broken.folder))
-    assert strict.get("failures") == "4"  # the two errors, STR-13 and WV-03 (the pinned date)
+    # the two errors, STR-13, WV-03 (the pinned date) and each LP-01 finding (whole-segment flows)
+    assert strict.get("failures") == str(4 + lp01_warnings(broken))
     assert {c.get("name").split()[0] for c in strict.iter("testcase") if c.find("failure") is not None} == {
-        "NS-01", "STR-03", "STR-13", "WV-03"}
+        "NS-01", "STR-03", "STR-13", "WV-03", "LP-01"}
 
 
 def test_junit_failures_carry_the_topology_file_and_line(broken):

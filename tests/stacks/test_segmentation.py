@@ -100,8 +100,14 @@ class Model:
                 return meta.get("service") == name
             if kind == "segment" and meta.get("db"):
                 seg = self.t.segment(name)
-                return seg.zone is Zone.REPLICATION and (
-                    seg.tenant == meta["tenant"] or self.t.tenant(seg.tenant).kind is TenantKind.SHARED)
+                if seg.zone is not Zone.REPLICATION:
+                    return False
+                # a bank's databases replicate over its own replication segments where it has
+                # them; only a tenant without one falls back to the shared segments
+                own = any(s.site == self.site and s.zone is Zone.REPLICATION and s.tenant == meta["tenant"]
+                          for s in self.t.segments)
+                return seg.tenant == meta["tenant"] or (
+                    not own and self.t.tenant(seg.tenant).kind is TenantKind.SHARED)
             return False
         if end.node == INTERNET:
             # The internet: public space outside every modelled network and every institution.

@@ -59,7 +59,7 @@ def rule(conn: Connection) -> str:
         parts.append(f"{proto} dport {ports[0] if len(ports) == 1 else '{ ' + ', '.join(ports) + ' }'}")
     else:
         parts.append(f"meta l4proto {proto}")
-    comment = _comment(f"flow {conn.flow.name}: {conn.source.node} > {conn.destination.node}")
+    comment = _comment(f"flow {conn.flow.name}: {conn.source.ref} > {conn.destination.ref}")
     return " ".join(parts) + f' counter accept comment "{comment}"'
 
 

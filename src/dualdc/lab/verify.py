@@ -6,7 +6,10 @@ What is probed (:func:`plan_probes`, pure and deterministic):
   the source (a host of the segment, the named host, or the site's edge for the
   internet) to a host the destination lands on (:func:`dualdc.flows.inbound_to_host`),
   on every port of the flow. Expected: open.
-- **forbidden**: DMZ to internal; one bank's internal network to the other's; anything
+- **forbidden**: DMZ to internal; one bank's internal network to the other's; every
+  database host of one bank to every address of every database host of another bank, at
+  both sites, on every TCP port the model declares anywhere (and the fallback ports), from
+  the source's address in the destination's zone (bank-db); anything
   to a management address from outside the management segment (only the bastion, inside
   it, may SSH); the controller to a non-management address; and a deterministic sample
   of other segment pairs. Each on a port the destination really serves to someone (so
@@ -41,7 +44,7 @@ from dualdc.flows import Connection, connections, inbound_to_host
 from dualdc.lab import hosts, probe, system
 from dualdc.lab.errors import LabError
 from dualdc.lab.plan import HostPlan, LabPlan
-from dualdc.model import Protocol, Topology, Zone
+from dualdc.model import HostRole, Protocol, Topology, Zone
 
 CONNECT_TIMEOUT = 2.0
 LISTEN_DEADLINE = 60.0
@@ -177,7 +180,8 @@ class Planner:
                 if dst.node == "internet":
                     found.append(Address(("edge", s), edge.internet_address, None))
             return found[:1]
-        candidates = self.seg_hosts.get(dst.segment, [])
+        candidates = [h for h in self.seg_hosts.get(dst.segment, [])
+                      if self._stands_for(h, dst.segment, dst.networks)]
         if dst.host:
             candidates = [h for h in candidates if h.name == dst.host]
         landed = [h for h in candidates
@@ -198,7 +202,8 @@ class Planner:
                 if src.node == f"institution:{inst}":
                     return [Address(("edge", site), address, None)]
             return []
-        candidates = [h for h in self.seg_hosts.get(src.segment, []) if ("host", h.name) != dst.place]
+        candidates = [h for h in self.seg_hosts.get(src.segment, [])
+                      if ("host", h.name) != dst.place and self._stands_for(h, src.segment, src.networks)]
         if src.host:
             candidates = [h for h in candidates if h.name == src.host]
         # Prefer a source that is not itself in the destination's segment (the path then
@@ -206,6 +211,12 @@ class Planner:
         candidates.sort(key=lambda h: (dst.segment is not None and dst.segment != src.segment
                                        and any(n.segment == dst.segment for n in h.nics), h.name))
         return [self.addr(h, src.segment) for h in candidates[:1]]
+
+    @staticmethod
+    def _stands_for(host: HostPlan, segment: str, networks: tuple[ipaddress.IPv4Network, ...]) -> bool:
+        """Whether the host's address in the segment is one of the end's (exact) addresses."""
+        address = next(n.address for n in host.nics if n.segment == segment)
+        return any(address in n for n in networks)
 
     def declared(self) -> None:
         for conn in self.conns:
@@ -264,6 +275,7 @@ class Planner:
             for b in by_zone[Zone.INTERNAL]:
                 if a.tenant in banks and b.tenant in banks and a.tenant != b.tenant:
                     self.pair("bank-to-bank", a.name, b.name)
+        self.bank_databases(banks)
         for mgmt in by_zone[Zone.MGMT]:
             for other in segs:
                 if other.zone is not Zone.MGMT:
@@ -285,6 +297,27 @@ class Planner:
         rng = random.Random(SAMPLE_SEED)  # noqa: S311 - a reproducible sample, not a secret
         for src_name, dst_name in rng.sample(pairs, min(SAMPLE_SIZE, len(pairs))):
             self.pair("sample", src_name, dst_name)
+
+    def bank_databases(self, banks: list[str]) -> None:
+        """One bank's database hosts never reach another bank's, on any address or port."""
+        ports = sorted({p for c in self.conns if c.flow.protocol is Protocol.TCP for p in c.ports}
+                       | set(FALLBACK_PORTS))
+        dbs = [h for h in self.topology.hosts if h.role is HostRole.DB and h.tenant in banks
+               and h.name in self.plan.hosts]
+        zone_of = {s.name: s.zone for s in self.topology.segments}
+        for a in dbs:
+            for b in dbs:
+                if a.tenant == b.tenant:
+                    continue
+                src_host, dst_host = self.plan.hosts[a.name], self.plan.hosts[b.name]
+                for nic in dst_host.nics:
+                    same_zone = [n for n in src_host.nics if zone_of[n.segment] is zone_of[nic.segment]]
+                    src = self.addr(src_host, (same_zone or src_host.nics)[0].segment)
+                    dst = self.addr(dst_host, nic.segment)
+                    reason = f"{a.name} ({a.tenant}) -> {b.name} ({b.tenant})"
+                    for port in ports:
+                        if not _allowed(self.conns, src.address, dst.address, "tcp", port):
+                            self.add("forbidden", "bank-db", reason, src, dst, proto="tcp", port=port)
 
     def controller(self) -> None:
         for site, router in self.plan.routers.items():

@@ -24,7 +24,7 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
-from dualdc.flows import connections
+from dualdc.flows import connections, replication_segments
 from dualdc.model import HostRole, Protocol, ReplicationKind, Service, Topology, Zone
 from dualdc.stacks.baseline import database_resources
 from dualdc.stacks.errors import StackError
@@ -42,7 +42,7 @@ from dualdc.stacks.naming import (
     replicated_databases,
     service_namespace,
 )
-from dualdc.stacks.segmentation import POSTGRES_PORT, replication_segments
+from dualdc.stacks.segmentation import POSTGRES_PORT
 
 #: The PostgreSQL role the replica connects as (login + replication only).
 REPLICATION_ROLE = "dr_replicator"

@@ -37,7 +37,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from dualdc.flows import INTERNET, Connection, Endpoint, connections
+from dualdc.flows import INTERNET, Connection, Endpoint, connections, replication_segments
 from dualdc.model import Cluster, HostRole, Protocol, TenantKind, Topology, Zone
 from dualdc.stacks.errors import StackError
 from dualdc.stacks.naming import (
@@ -152,15 +152,6 @@ def internet_exceptions(topology: Topology) -> list[ipaddress.IPv4Network]:
     nets = list(NOT_INTERNET) + modelled_networks(topology)
     nets += [net for inst in topology.institutions for net in inst.cidrs]
     return list(ipaddress.collapse_addresses(nets))
-
-
-def replication_segments(topology: Topology, site: str, tenant: str) -> list[str]:
-    """Replication segments at a site a tenant's databases use: its own, else shared ones."""
-    segs = [s for s in topology.segments if s.site == site and s.zone is Zone.REPLICATION]
-    own = sorted(s.name for s in segs if s.tenant == tenant)
-    if own:
-        return own
-    return sorted(s.name for s in segs if topology.tenant(s.tenant).kind is TenantKind.SHARED)
 
 
 class ClusterSegmentation:

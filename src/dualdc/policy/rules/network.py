@@ -6,8 +6,6 @@ import ipaddress
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-import networkx as nx
-
 from dualdc.flows import INTERNET, Connection
 from dualdc.model import Entity, HostRole, Segment, Severity, TenantKind, Topology, Zone
 from dualdc.policy import graph
@@ -323,64 +321,156 @@ def ext01(ctx: Context) -> Iterator[Finding]:
 
 @rule(
     "TEN-01",
-    title="No flow between the two banks' business networks, except through group services",
+    title="No path between the two banks' endpoints, except through group services",
     severity=ERROR,
-    source="전자금융감독규정 제18조",
+    source="전자금융감독규정 제18조 (2025-02-05 시행)",
     params={
         "protected_zones": Param(
-            "internal", "Zones of a bank kept apart from every other bank (comma-separated)."
+            "internal,replication,backup",
+            "Zones whose bank endpoints are kept apart from every other bank (comma-separated).",
         ),
     },
     param_check=check_lists(protected_zones="zone"),
 )
 def ten01(ctx: Context) -> Iterator[Finding]:
-    """No flow between the two banks' business networks, except through group services.
+    """No path between the two banks' endpoints, except through group services.
 
-    Computed over the graph of declared flows across any number of hops, with the nodes of
-    shared tenants (``group``, kind ``shared``) removed, and the internet and institutions
-    never transit. For every bank tenant, any remaining path from its protected segments
-    (``internal``) into another bank's protected segments is a breach. Paths through a
-    bank's other zones (its DMZ, its dev network …) count: only a group service may stand
-    between the banks. The finding names the flow where the path leaves the first bank's
-    segments (the flow between the banks), with the whole path in the message.
+    Judged between endpoints, not segments (:func:`dualdc.policy.graph.endpoint_graph`):
+    hosts (of their own tenant, wherever they sit: a bank's host in a ``group`` segment is
+    still that bank's endpoint), services' pods and declared hosts (of the service's tenant),
+    and segments as the places they sit in. A host with interfaces in several segments joins
+    them; a flow naming a segment reaches everything in it.
+
+    For every bank, from each of its endpoints in a protected zone (``internal``,
+    ``replication``, ``backup``), no path over any number of declared flows may reach
+    another bank's endpoint in a protected zone. Only a *group service* (a service whose
+    tenant is of kind ``shared``; its declared hosts and its pods) may stand between: paths
+    end there. A shared segment, or a group host that belongs to no group service, is never
+    a free pass. The internet and institutions are never transit.
+
+    The finding names both endpoints and the flow where the path leaves the first bank's
+    side (a flow from the bank's endpoint, or from a place the bank's endpoint sits in or
+    is joined to by a multi-homed host), with the whole path in the message. A bank's host
+    with an interface in another bank's segment is a finding of its own.
     """
     topo = ctx.topology
     protected = zones(ctx.params["protected_zones"])
-    banks = {t.name for t in topo.tenants if t.kind is TenantKind.BANK}
-    tenant_of = {f"segment:{s.name}": s.tenant for s in topo.segments}
-    kept = {n for n, t in tenant_of.items() if t in banks}
-    flows = graph.build(topo, nodes=lambda n: n in kept)
-    guarded: dict[str, set[str]] = {b: set() for b in banks}
-    for seg in topo.segments:
-        if seg.tenant in banks and seg.zone in protected:
-            guarded[seg.tenant].add(f"segment:{seg.name}")
-    seen: set[str] = set()
-    for bank in sorted(banks):
-        others = set().union(*(g for b, g in guarded.items() if b != bank))
-        starts = [n for n in sorted(guarded[bank]) if n in flows]
-        reached = set().union(*(nx.descendants(flows, n) for n in starts))
-        if not reached & others:
+    banks = sorted(t.name for t in topo.tenants if t.kind is TenantKind.BANK)
+    for host in topo.hosts:
+        if host.tenant not in banks:
             continue
+        for iface in host.interfaces:
+            seg = topo.segment(iface.segment)
+            if seg.tenant in banks and seg.tenant != host.tenant:
+                yield ctx.finding(
+                    f"host:{host.name}",
+                    f"host {host.name} of {host.tenant} has interface {iface.name} in {seg.tenant}'s segment "
+                    f"{seg.name}: a bank's host never sits in the other bank's network",
+                    host, "interfaces",
+                )
+    net = graph.endpoint_graph(topo)
+    none: frozenset[Zone] = frozenset()
+    bank_set = set(banks)
 
-        def inside(node: str, bank: str = bank) -> bool:
-            return tenant_of.get(node) == bank
+    starts_of: dict[str, list[str]] = {b: [] for b in banks}
+    for node in net.adj:
+        owner = net.tenant.get(node)
+        if owner in starts_of and not node.startswith("segment:") and net.zones.get(node, none) & protected:
+            starts_of[owner].append(node)
+    seen: set[str] = set()
+    for bank in banks:
+        starts = sorted(starts_of[bank])
 
-        def guarded_elsewhere(node: str, others: set[str] = others) -> bool:
-            return node in others
+        def target(node: str, bank: str = bank) -> bool:
+            owner = net.tenant.get(node)
+            return (owner in bank_set and owner != bank and not node.startswith("from:")
+                    and bool(net.zones.get(node, none) & protected))
 
-        for breach in graph.breaches(flows, starts, inside=inside, protected=guarded_elsewhere):
+        for breach in graph.tenant_breaches(net, bank, starts, target):
             conn = breach.connection
             if conn.flow.name in seen:
                 continue
             seen.add(conn.flow.name)
-            reached_tenant = tenant_of[breach.path[-1]]
+            first, last = graph.endpoint_name(breach.path[0]), graph.endpoint_name(breach.path[-1])
+            other = net.tenant[breach.path[-1]]
             yield ctx.finding(
                 f"flow:{conn.flow.name}",
-                f"{graph.describe(breach)}: flow {conn.flow.name} ({_ports(conn)}) lets {bank}'s business "
-                f"network reach {reached_tenant}'s (segment {breach.path[-1].partition(':')[2]}) without "
-                f"passing through a group service",
+                f"{graph.describe_endpoints(breach)}: flow {conn.flow.name} ({_ports(conn)}) lets {bank}'s "
+                f"{first} reach {other}'s {last} without passing through a group service",
                 conn.flow,
                 "destination",
+            )
+
+
+def _lp_params(params: dict[str, ParamValue]) -> dict[str, str]:
+    ends = split(params["ends"])
+    if not ends or set(ends) - {"source", "destination"}:
+        return {"ends": "expected a comma-separated list of 'source' and 'destination', "
+                        f"found {params['ends']!r}"}
+    return {}
+
+
+@rule(
+    "LP-01",
+    title="Allow rules name exact endpoints; a whole segment is listed for review",
+    severity=Severity.WARNING,
+    source="전자금융감독규정 제15조 (해킹 등 방지대책: 필요한 접속만 허용; article text unverified); "
+           "ISMS-P 2.6.1 네트워크 접근",
+    params={
+        "ends": Param("destination",
+                      "Which flow ends naming a whole segment are listed (comma-separated: destination, "
+                      "source). A whole-segment destination opens the flow's ports on every host in it."),
+    },
+    param_check=_lp_params,
+)
+def lp01(ctx: Context) -> Iterator[Finding]:
+    """Allow rules name exact endpoints; a whole segment is listed for review.
+
+    Every layer (the hosts' nftables, the lab routers, the NetworkPolicies) allows exactly
+    the addresses a flow's ends resolve to (:mod:`dualdc.flows`): a host's address in the
+    segment the connection uses, a service's declared hosts and its clusters' workers. A
+    flow that names a ``segment:`` end allows the whole segment on the flow's ports: as a
+    destination it opens them on every host in it; so does a service on a cluster none of
+    whose workers sits in the service's segment. Those rules are legitimate where the flow
+    really means the segment (the bastion may SSH to every host of the mgmt segment), and
+    this warning lists each so a reviewer sees it; name hosts or services instead where the
+    flow means them. The ``ends`` parameter adds whole-segment sources (every host of the
+    mgmt segment syncs time) to the list.
+    """
+    topo = ctx.topology
+    ends = set(ctx.get_list("ends"))
+    hosts_in: dict[str, int] = {}
+    for host in topo.hosts:
+        for name in {i.segment for i in host.interfaces}:
+            hosts_in[name] = hosts_in.get(name, 0) + 1
+    for flow in topo.flows:
+        wide: list[str] = []
+        fields: list[str] = []
+        for end, ref in (("source", flow.source), ("destination", flow.destination)):
+            if end not in ends:
+                continue
+            if ref.startswith("segment:"):
+                seg = topo.segment(ref.partition(":")[2])
+                count = hosts_in.get(seg.name, 0)
+                wide.append(f"its {end} is the whole segment {seg.name} ({seg.cidr}, {count} hosts)")
+                fields.append(end)
+            elif ref.startswith("service:"):
+                loose = sorted({str(n) for c in conns_of(topo, flow)
+                                for e in ((c.source,) if end == "source" else (c.destination,))
+                                if not e.exact for n in e.networks})
+                if loose:
+                    wide.append(f"its {end} {ref} has no worker in its segment, so it stands as "
+                                f"{', '.join(loose)}")
+                    fields.append(end)
+        if wide:
+            yield ctx.finding(
+                f"flow:{flow.name}",
+                f"flow {flow.name} ({flow.protocol.value}/"
+                f"{'any' if flow.ports == 'any' else ','.join(map(str, flow.ports))}): "
+                + "; ".join(wide) + "; every layer allows that whole range: name hosts or services where the "
+                "flow means them",
+                flow,
+                fields[0],
             )
 
 
