@@ -44,12 +44,13 @@ fi
 # network-config-analyzer: the independent NetworkPolicy analyzer the tests use as an oracle
 # (tests/stacks/test_analyzer.py). Its exact pins (networkx, PyYAML …) clash with the
 # project's, so it lives in a virtualenv of its own.
-NCA_VERSION=2.1.0
+# The range lets its patch releases in; a minor release is taken on purpose, after a look.
+NCA_SPEC="network-config-analyzer>=2.1.0,<2.2"
 nca_stamp=.venv-nca/.dualdc-installed
-if [ ! -f "$nca_stamp" ] || [ "$(cat "$nca_stamp")" != "$NCA_VERSION" ]; then
-  echo "bootstrap: installing network-config-analyzer $NCA_VERSION into .venv-nca" >&2
+if [ ! -f "$nca_stamp" ] || [ "$(cat "$nca_stamp")" != "$NCA_SPEC" ]; then
+  echo "bootstrap: installing $NCA_SPEC into .venv-nca" >&2
   [ -x .venv-nca/bin/python ] || "$PYTHON" -m venv .venv-nca
-  .venv-nca/bin/python -m pip install -q "network-config-analyzer==$NCA_VERSION"
-  echo "$NCA_VERSION" > "$nca_stamp"
+  .venv-nca/bin/python -m pip install -q "$NCA_SPEC"
+  echo "$NCA_SPEC" > "$nca_stamp"
 fi
 echo "bootstrap: ready (.venv/bin/invoke --list shows the tasks)" >&2
