@@ -50,12 +50,17 @@ class InventoryModule(BaseInventoryPlugin):  # type: ignore[misc]
             topology = load_topology(Path(path).parent)
         except TopologyError as exc:
             raise AnsibleParserError(f"invalid topology:\n{exc}") from None
-        built = dualdc_inventory.build(topology)
+        built = dualdc_inventory.layers(topology)
+        inventory = self.inventory
         for group, hosts in built["groups"].items():
-            self.inventory.add_group(group)
+            inventory.add_group(group)
             for host in hosts:
-                self.inventory.add_host(host, group=group)
-        for host, hostvars in built["hostvars"].items():
-            self.inventory.add_host(host)
-            for key, value in hostvars.items():
-                self.inventory.set_variable(host, key, value)
+                inventory.add_host(host, group=group)
+        # Values of the whole environment or of a group are set once on that group;
+        # Ansible merges them into each host's variables (all < group < host).
+        for group, group_vars in built["group_vars"].items():
+            for key, value in group_vars.items():
+                inventory.set_variable(group, key, value)
+        for host, host_vars in built["host_vars"].items():
+            for key, value in host_vars.items():
+                inventory.set_variable(host, key, value)
