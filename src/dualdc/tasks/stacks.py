@@ -8,10 +8,11 @@ from invoke.context import Context
 from invoke.exceptions import Exit
 from invoke.tasks import task
 
-from dualdc import cli, render
+from dualdc import cli
 from dualdc.model import Layer, Topology
-from dualdc.pulumi import Operation, PulumiFailed, PulumiUnavailable, StackRunner
-from dualdc.stacks.validation import UnsupportedVersion
+
+# dualdc.render and dualdc.pulumi bring in Pulumi (about 0.3 s): the tasks import them when
+# they run, so every other command starts without it.
 
 
 def _site(topology: Topology, site: str) -> str | None:
@@ -33,6 +34,9 @@ def render_(c: Context, env: str = "lab", site: str = "", out: str = "") -> None
     Runs the stack programs under Pulumi's mock runtime (no CLI, no cluster, no secret) and
     writes build/render/<project>/<stack>/, one file per object, byte-identical across runs.
     """
+    from dualdc import render  # noqa: PLC0415
+    from dualdc.stacks.validation import UnsupportedVersion  # noqa: PLC0415
+
     topology = cli.load(env)
     out_root = Path(out) if out else render.RENDER_ROOT
     try:
@@ -73,6 +77,9 @@ def preview(c: Context, env: str = "lab", site: str = "", backend: str = "",
     Needs the pulumi CLI and its Kubernetes plugin (installed from files; exit 1 with how to
     install them where missing) and PULUMI_CONFIG_PASSPHRASE.
     """
+    from dualdc import render  # noqa: PLC0415
+    from dualdc.pulumi import Operation, PulumiFailed, PulumiUnavailable, StackRunner  # noqa: PLC0415
+
     topology = cli.load(env)
     if Layer.STACKS not in topology.environment.layers:
         raise cli.input_error(f"environment {env!r} has no 'stacks' layer")
