@@ -362,6 +362,16 @@ def generate(folder: Path, hosts: int = HOSTS) -> dict[str, int]:
                 "Database replication to the peer site",
                 cross=True,
             )
+        target = SITES[(b + 1) % 2][1]  # the prefix of the core service's backup site
+        for _site, prefix, _base, _, _ in SITES:
+            flow(
+                f"{prefix}-{t}-backup",
+                f"segment:{prefix}-{t}-internal",
+                f"host:{target}-backup-01",
+                [9000],
+                "Velero backups to the other site's object store",
+                cross=prefix != target,
+            )
     # fill up with worker -> database flows inside each bank and site (the bulk of a real estate)
     i = 0
     pairs = [(site, prefix, _bank(b)) for site, prefix, *_ in SITES for b in range(banks)]

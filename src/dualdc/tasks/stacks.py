@@ -27,8 +27,10 @@ def _site(topology: Topology, site: str) -> str | None:
 
 @task(help={"env": "Environment under inventories/ (default: lab).",
             "site": "Render only this site's stack (default: both site stacks and the replication stack).",
-            "out": "Output folder (default: build/render)."})
-def render_(c: Context, env: str = "lab", site: str = "", out: str = "") -> None:
+            "out": "Output folder (default: build/render).",
+            "topology": "Render this topology folder instead of an environment (its stacks' "
+                        "Pulumi.<stack>.yaml must exist under stacks/)."})
+def render_(c: Context, env: str = "", site: str = "", out: str = "", topology: str = "") -> None:
     """Write every Kubernetes object the stacks declare as YAML, validated offline; exit 2 if invalid.
 
     Runs the stack programs under Pulumi's mock runtime (no CLI, no cluster, no secret) and
@@ -37,16 +39,16 @@ def render_(c: Context, env: str = "lab", site: str = "", out: str = "") -> None
     from dualdc import render  # noqa: PLC0415
     from dualdc.stacks.validation import UnsupportedVersion  # noqa: PLC0415
 
-    topology = cli.load(env)
+    loaded = cli.load(env or None, topology or None)
     out_root = Path(out) if out else render.RENDER_ROOT
     try:
-        targets = render.stack_targets(topology, _site(topology, site))
+        targets = render.stack_targets(loaded, _site(loaded, site))
         stacks = []
         for target in targets:
             cli.console.print(f"rendering {target.label} ...")
-            stack = render.collect(target, topology)
-            render.validate(stack, topology)
-            path = render.write(stack, topology, out_root)
+            stack = render.collect(target, loaded)
+            render.validate(stack, loaded)
+            path = render.write(stack, loaded, out_root)
             stacks.append(stack)
             cli.console.print(f"  {len(stack.objects)} objects -> {path} ({stack.seconds:.2f} s)")
             for warning in stack.warnings:
