@@ -5,9 +5,14 @@ topology of ``bench_validate.py`` is written to a temporary folder, and the real
 run as their own processes, exactly as a user types them:
 
 - ``invoke validate --topology DIR``;
-- ``ansible-inventory -i DIR --list`` (every host's variables, merged as Ansible resolves them)
-  and ``ansible-inventory -i DIR --graph`` (only the inventory's parse: what every
-  ``ansible-playbook`` run pays before its first task);
+- ``ansible-inventory -i DIR --list --export`` (the inventory as set: group variables once on
+  their group, each host's own variables on the host: the output no larger than it needs to
+  be), ``ansible-inventory -i DIR --list`` (every host's variables merged, so every value of
+  ``all`` or of a group is printed once per host: in this synthetic estate the mgmt networks
+  and SSH sources grow with the number of banks, which grows with the number of hosts, so
+  this output grows faster than linearly by construction) and ``ansible-inventory -i DIR
+  --graph`` (only the inventory's parse: what every ``ansible-playbook`` run pays before its
+  first task);
 - ``invoke render --topology DIR`` (every cluster's Kubernetes objects, offline), run from a
   scratch folder holding a copy of ``stacks/`` with a replication stack config for the
   synthetic environment.
@@ -40,7 +45,7 @@ from bench_validate import generate
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 SIZES = (1_000, 2_500, 5_000, 10_000)
-COMMANDS = ("validate", "inventory", "inventory-parse", "render")
+COMMANDS = ("validate", "inventory", "inventory-merged", "inventory-parse", "render")
 TARGET_EXPONENT = 1.15
 MARKER = ROOT / "inventories" / "lab" / "inventory.dualdc.yml"
 
@@ -120,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
             shutil.copy(MARKER, folder / MARKER.name)
             runs = {
                 "validate": [*invoke, "validate", "--topology", str(folder)],
-                "inventory": [str(BIN / "ansible-inventory"), "-i", str(folder), "--list"],
+                "inventory": [str(BIN / "ansible-inventory"), "-i", str(folder), "--list", "--export"],
+                "inventory-merged": [str(BIN / "ansible-inventory"), "-i", str(folder), "--list"],
                 "inventory-parse": [str(BIN / "ansible-inventory"), "-i", str(folder), "--graph"],
                 "render": [*invoke, "render", "--topology", str(folder),
                            "--out", str(work / f"render{hosts}")],
