@@ -22,6 +22,7 @@ options:
     choices: ['dualdc']
 """
 
+import gc
 from pathlib import Path
 from typing import Any
 
@@ -43,14 +44,27 @@ class InventoryModule(BaseInventoryPlugin):  # type: ignore[misc]
         try:
             # Imported here so a missing dualdc gives Ansible a clear parser error.
             from dualdc import inventory as dualdc_inventory  # noqa: PLC0415
-            from dualdc.loader import TopologyError, load_topology  # noqa: PLC0415
+            from dualdc.loader import TopologyError, gc_paused, load_topology  # noqa: PLC0415
         except ImportError as exc:  # pragma: no cover - depends on the install
             raise AnsibleParserError(f"dualdc is not installed in Ansible's Python: {exc}") from exc
-        try:
-            topology = load_topology(Path(path).parent)
-        except TopologyError as exc:
-            raise AnsibleParserError(f"invalid topology:\n{exc}") from None
-        built = dualdc_inventory.layers(topology)
+        # Everything built here stays alive (the inventory) or is dropped at the end (the
+        # topology): the cyclic collector, paused meanwhile, would only rescan it all, again
+        # and again, while Ansible copies each value in.
+        with gc_paused():
+            try:
+                topology = load_topology(Path(path).parent)
+            except TopologyError as exc:
+                raise AnsibleParserError(f"invalid topology:\n{exc}") from None
+            built = dualdc_inventory.layers(topology)
+            topology.cache.clear()  # its derived data refers back to it: let it go without a collection
+            del topology
+            self._populate(built)
+            del built
+            # The inventory lives as long as the Ansible process: keep the collector from
+            # rescanning it (and from touching its pages after Ansible forks its workers).
+            gc.freeze()
+
+    def _populate(self, built: dict[str, Any]) -> None:
         inventory = self.inventory
         for group, hosts in built["groups"].items():
             inventory.add_group(group)
