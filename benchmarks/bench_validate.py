@@ -55,10 +55,19 @@ class _Writer:
         path.write_text("\n".join(self.lines) + "\n", encoding="utf-8")
 
 
-def generate(folder: Path) -> dict[str, int]:
-    """Write the synthetic topology into ``folder``; return its entity counts."""
+def generate(folder: Path, hosts: int = HOSTS) -> dict[str, int]:
+    """Write the synthetic topology into ``folder``; return its entity counts.
+
+    ``hosts`` scales the estate: the number of banks and of flows grow with it (at 10,000
+    hosts: 142 banks, 2,000 segments, 50,000 flows), so every kind of entity grows linearly.
+    """
+    if not 2 * len(SITES) * (8 + 1 + WORKERS + DBS + 2) <= hosts <= HOSTS:
+        # the address plan (one /24 per segment, pod networks inside 172.16.0.0/12) ends there
+        raise ValueError(f"the synthetic topology has between 172 and {HOSTS} hosts, not {hosts}")
+    banks = min(round(BANKS * hosts / HOSTS), (hosts // len(SITES) - 8) // (1 + WORKERS + DBS + 2))
+    flows_wanted = FLOWS * hosts // HOSTS
     counts = {"hosts": 0, "segments": 0, "flows": 0, "clusters": 0, "services": 0}
-    tenants = [("group", "shared")] + [(_bank(i), "bank") for i in range(BANKS)]
+    tenants = [("group", "shared")] + [(_bank(i), "bank") for i in range(banks)]
 
     env = _Writer()
     env.add("environment:")
@@ -162,14 +171,14 @@ def generate(folder: Path) -> dict[str, int]:
                 host(f"{prefix}-{role}-{i:02d}", site, prefix, "group", role, data)
         for i in range(1, 3):
             host(f"{prefix}-extgw-{i:02d}", site, prefix, "group", "gateway", [f"{prefix}-group-external"])
-        # group application servers fill the estate up to exactly HOSTS hosts
+        # group application servers fill the estate up to exactly ``hosts`` hosts
         per_bank = 1 + WORKERS + DBS + 2
-        fill = (HOSTS - len(SITES) * (BANKS * per_bank + 8)) // len(SITES)
+        fill = (hosts - len(SITES) * (banks * per_bank + 8)) // len(SITES)
         for i in range(1, fill + 1):
             host(f"{prefix}-app-{i:03d}", site, prefix, "group", "app", [f"{prefix}-group-internal"])
-        for b in range(BANKS):
+        for b in range(banks):
             t = _bank(b)
-            c_index = s_index * BANKS + b
+            c_index = s_index * banks + b
             cname = f"{prefix}-{t}-k8s"
             clusters.add(
                 f"- name: {cname}\n  site: {site}\n  zone: internal\n  tenants: [{t}]\n"
@@ -249,7 +258,7 @@ def generate(folder: Path) -> dict[str, int]:
         [7001],
         hosts_=["gj-extgw-01", "gj-extgw-02", "jj-extgw-01", "jj-extgw-02"],
     )
-    for b in range(BANKS):
+    for b in range(banks):
         t = _bank(b)
         primary = SITES[b % 2][0]
         both = [f"gj-{t}-k8s", f"jj-{t}-k8s"]
@@ -307,7 +316,7 @@ def generate(folder: Path) -> dict[str, int]:
             [6514],
             "Host logs to the site log host",
         )
-    for b in range(BANKS):
+    for b in range(banks):
         t = _bank(b)
         flow(f"{t}-internet-web", "internet", f"service:{t}-web", [443], "Customers reach the web tier")
         flow(f"{t}-web-api", f"service:{t}-web", f"service:{t}-api", [9443], "Web tier calls the API relay")
@@ -353,10 +362,20 @@ def generate(folder: Path) -> dict[str, int]:
                 "Database replication to the peer site",
                 cross=True,
             )
+        target = SITES[(b + 1) % 2][1]  # the prefix of the core service's backup site
+        for _site, prefix, _base, _, _ in SITES:
+            flow(
+                f"{prefix}-{t}-backup",
+                f"segment:{prefix}-{t}-internal",
+                f"host:{target}-backup-01",
+                [9000],
+                "Velero backups to the other site's object store",
+                cross=prefix != target,
+            )
     # fill up with worker -> database flows inside each bank and site (the bulk of a real estate)
     i = 0
-    pairs = [(site, prefix, _bank(b)) for site, prefix, *_ in SITES for b in range(BANKS)]
-    while counts["flows"] < FLOWS:
+    pairs = [(site, prefix, _bank(b)) for site, prefix, *_ in SITES for b in range(banks)]
+    while counts["flows"] < flows_wanted:
         site, prefix, t = pairs[i % len(pairs)]
         n = i // len(pairs)
         w = workers[(site, t)][n % WORKERS]

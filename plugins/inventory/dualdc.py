@@ -27,6 +27,7 @@ options:
     choices: ['dualdc', 'jbfg.dualdc.dualdc']
 """
 
+import gc
 from pathlib import Path
 from typing import Any
 
@@ -58,25 +59,43 @@ class InventoryModule(BaseInventoryPlugin):  # type: ignore[misc]
             # Imported here so a missing dualdc gives Ansible a clear parser error.
             from dualdc import inventory as dualdc_inventory  # noqa: PLC0415
             from dualdc.lab import LabError  # noqa: PLC0415
-            from dualdc.loader import TopologyError, load_topology  # noqa: PLC0415
+            from dualdc.loader import TopologyError, gc_paused, load_topology  # noqa: PLC0415
             from dualdc.redact import clean  # noqa: PLC0415
         except ImportError as exc:  # pragma: no cover - depends on the install
             raise AnsibleParserError(f"dualdc is not installed in Ansible's Python: {exc}") from exc
-        try:
-            topology = load_topology(Path(path).parent)
-        except TopologyError as exc:
-            raise AnsibleParserError(clean(f"invalid topology:\n{exc}")) from None
-        try:
-            built = dualdc_inventory.build(topology)
-        except (LabError, KeyError, ValueError) as exc:
-            raise AnsibleParserError(clean(f"cannot build the inventory: {exc}")) from None
+        # Everything built here stays alive (the inventory) or is dropped at the end (the
+        # topology): the cyclic collector, paused meanwhile, would only rescan it all, again
+        # and again, while Ansible copies each value in.
+        with gc_paused():
+            try:
+                topology = load_topology(Path(path).parent)
+            except TopologyError as exc:
+                raise AnsibleParserError(clean(f"invalid topology:\n{exc}")) from None
+            try:
+                built = dualdc_inventory.layers(topology)
+            except (LabError, KeyError, ValueError) as exc:
+                raise AnsibleParserError(clean(f"cannot build the inventory: {exc}")) from None
+            topology.cache.clear()  # its derived data refers back to it: let it go without a collection
+            del topology
+            self._populate(built)
+            del built
+            # The inventory lives as long as the Ansible process: keep the collector from
+            # rescanning it (and from touching its pages after Ansible forks its workers).
+            gc.freeze()
+
+    def _populate(self, built: dict[str, Any]) -> None:
+        inventory = self.inventory
         for group, hosts in built["groups"].items():
-            self.inventory.add_group(group)
+            inventory.add_group(group)
             for host in hosts:
-                self.inventory.add_host(host, group=group)
-        for host, hostvars in built["hostvars"].items():
-            self.inventory.add_host(host)
-            for key, value in hostvars.items():
-                # wrap_var marks every string (recursively) as not a template: Ansible writes
-                # it as it is, whatever it holds ({{ lookup('pipe', ...) }} included).
-                self.inventory.set_variable(host, key, wrap_var(value))
+                inventory.add_host(host, group=group)
+        # Values of the whole environment or of a group are set once on that group;
+        # Ansible merges them into each host's variables (all < group < host).
+        # wrap_var marks every string (recursively) as not a template: Ansible writes it as
+        # it is, whatever it holds ({{ lookup('pipe', ...) }} included).
+        for group, group_vars in built["group_vars"].items():
+            for key, value in group_vars.items():
+                inventory.set_variable(group, key, wrap_var(value))
+        for host, host_vars in built["host_vars"].items():
+            for key, value in host_vars.items():
+                inventory.set_variable(host, key, wrap_var(value))

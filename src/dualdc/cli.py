@@ -6,6 +6,7 @@ or :func:`dualdc.redact.scrub` here: the same scrubbing drift's reports get.
 
 from __future__ import annotations
 
+import gc
 import os
 import stat
 import sys
@@ -15,7 +16,7 @@ from pathlib import Path
 from invoke.exceptions import Exit
 from rich.console import Console
 
-from dualdc.loader import TopologyError, load_environment, load_topology
+from dualdc.loader import TopologyError, gc_paused, load_environment, load_topology
 from dualdc.model import Topology
 from dualdc.redact import clean, scrub, shorten
 
@@ -61,12 +62,17 @@ def load(env: str | None = None, topology: str | None = None) -> Topology:
         raise input_error("--topology needs a path (a folder of YAML files, or one .yaml file)")
     if env and topology:
         raise input_error("give --env or --topology, not both")
-    try:
-        if topology:
-            return load_topology(Path(topology))
-        return load_environment(env or "lab")
-    except TopologyError as exc:
-        raise Exit(format_problems(exc), code=ExitCode.INPUT) from None
+    # The topology lives until the command ends: once loaded (with the cyclic collector
+    # paused), it and everything imported so far are moved out of the collector's sight, so
+    # the collections that follow do not scan its 100,000s of objects again and again (about
+    # a second on a 10,000-host topology).
+    with gc_paused():
+        try:
+            loaded = load_topology(Path(topology)) if topology else load_environment(env or "lab")
+        except TopologyError as exc:
+            raise Exit(format_problems(exc), code=ExitCode.INPUT) from None
+        gc.freeze()
+    return loaded
 
 
 def output_target(output: str) -> Path:

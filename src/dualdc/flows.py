@@ -306,9 +306,61 @@ def _by_destination(topology: Topology) -> dict[str, list[tuple[int, Connection]
     return found
 
 
+def _placements(topology: Topology) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """The services placed on each host (by ``hosts``) and on each cluster, computed once."""
+    cache = topology.cache
+    found: tuple[dict[str, list[str]], dict[str, list[str]]] | None = cache.get("flows.placements")
+    if found is None:
+        by_host: dict[str, list[str]] = {}
+        by_cluster: dict[str, list[str]] = {}
+        for svc in topology.services:
+            for name in svc.hosts:
+                by_host.setdefault(name, []).append(svc.name)
+            for name in svc.clusters:
+                by_cluster.setdefault(name, []).append(svc.name)
+        found = cache["flows.placements"] = (by_host, by_cluster)
+    return found
+
+
 def host_networks(topology: Topology, host: Host) -> list[tuple[str, ipaddress.IPv4Network]]:
     """(segment name, segment network) of each interface of a host."""
     return [(i.segment, topology.segment(i.segment).cidr) for i in host.interfaces]
+
+
+def inbound_groups(topology: Topology, host: Host) -> list[tuple[str, list[tuple[int, Connection]]]]:
+    """The connections landing on a host (see :func:`inbound_to_host`), by destination.
+
+    Each group holds the connections of one destination reference, with their positions in
+    :func:`connections`; all of one flow's connections are in one group. A group's key
+    names what it depends on: hosts with the same key get the same group (every host of a
+    segment shares ``segment:NAME``), so per-host consumers can compute a group once.
+    """
+    segments = {i.segment for i in host.interfaces}
+    addresses = {i.address for i in host.interfaces}
+    by_host, by_cluster = _placements(topology)
+    placed = set(by_host.get(host.name, ()))
+    if host.cluster is not None:
+        placed.update(by_cluster.get(host.cluster, ()))
+    by_destination = _by_destination(topology)
+    groups: list[tuple[str, list[tuple[int, Connection]]]] = []
+    ref = f"host:{host.name}"
+    if ref in by_destination:
+        groups.append((ref, by_destination[ref]))
+    for name in sorted(placed):
+        ref = f"service:{name}"
+        # Only the service's connections whose exact addresses include one of the host's (a
+        # cluster's control plane is not where its services' pods are reached); the key names
+        # exactly those connections, so hosts they land on alike share the group.
+        entries = [c for c in by_destination.get(ref, [])
+                   if c[1].destination.segment in segments
+                   and any(a in n for n in c[1].destination.networks for a in addresses)]
+        if entries:
+            groups.append((f"{ref}@{','.join(str(i) for i, _ in entries)}", entries))
+    for seg in sorted(segments):
+        ref = f"segment:{seg}"
+        if ref in by_destination:
+            groups.append((ref, by_destination[ref]))
+    return groups
 
 
 def inbound_to_host(topology: Topology, host: Host) -> list[Connection]:
@@ -319,21 +371,7 @@ def inbound_to_host(topology: Topology, host: Host) -> list[Connection]:
     ``hosts``, or as a node of one of the service's clusters) whose exact addresses include
     one of the host's (a cluster's control plane is not where its services' pods are reached).
     """
-    segments = {i.segment for i in host.interfaces}
-    addresses = {i.address for i in host.interfaces}
-    placed = {
-        svc.name
-        for svc in topology.services
-        if host.name in svc.hosts or (host.cluster is not None and host.cluster in svc.clusters)
-    }
-    by_destination = _by_destination(topology)
-    found = list(by_destination.get(f"host:{host.name}", []))
-    for name in placed:
-        found.extend(c for c in by_destination.get(f"service:{name}", [])
-                     if c[1].destination.segment in segments
-                     and any(a in n for n in c[1].destination.networks for a in addresses))
-    for seg in segments:
-        found.extend(by_destination.get(f"segment:{seg}", []))
+    found = [entry for _key, entries in inbound_groups(topology, host) for entry in entries]
     found.sort(key=lambda c: c[0])
     return [conn for _, conn in found]
 

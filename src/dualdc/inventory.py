@@ -1,11 +1,19 @@
-"""Build the Ansible inventory (groups and hostvars) from the topology.
+"""Build the Ansible inventory (groups, group vars and host vars) from the topology.
 
-This is the only place host data reaches Ansible: roles read the ``dualdc_*`` hostvars
-below and nothing about hosts is typed into ``group_vars``. The Ansible inventory plugin
-(``plugins/inventory/dualdc.py``) and ``invoke inventory`` both call :func:`build`.
+This is the only place host data reaches Ansible: roles read the ``dualdc_*`` variables
+below and nothing about hosts is typed into ``group_vars`` files. The Ansible inventory
+plugin (``plugins/inventory/dualdc.py``) calls :func:`layers`; ``invoke inventory`` and the
+tests call :func:`build`, which also gives each host's variables merged as Ansible merges them.
 
 Groups: ``site_<site>``, ``tenant_<tenant>``, ``zone_<zone>``, ``role_<role>`` and
 ``cluster_<cluster>`` (``-`` becomes ``_``), all children of ``all``.
+
+The cost is linear in the size of the topology. A value of the whole topology (SSH
+sources, mgmt networks, admins, mirrors, …) is computed once and set on ``all``; a value of
+a site, tenant, role or cluster once on that group; only what differs from host to host
+(addresses, interfaces, firewall rules) is set on the host. Each key is set on ``all`` and at
+most one other group a host is in, so Ansible's merge order of groups of equal depth never
+decides a value: ``all`` < that group < the host.
 """
 
 from __future__ import annotations
@@ -13,9 +21,8 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from dualdc.flows import inbound_to_host, primary_interface
-from dualdc.lab.config import LabConfig, lab_connection_vars
-from dualdc.lab.plan import build as lab_plan
+from dualdc.flows import Connection, inbound_groups, primary_interface
+from dualdc.loader import gc_paused
 from dualdc.model import Host, HostRole, Topology, Zone
 
 
@@ -54,24 +61,60 @@ def _collapse(networks: list[ipaddress.IPv4Network]) -> list[str]:
     return [str(n) for n in ipaddress.collapse_addresses(networks)]
 
 
-def firewall_rules(topology: Topology, host: Host) -> list[dict[str, Any]]:
-    """Inbound rules for a host's own nftables: one per (flow, protocol), sources collapsed."""
+def _rules(entries: list[tuple[int, Connection]], collapsed: dict[tuple[int, ...], list[str]]
+           ) -> list[dict[str, Any]]:
+    """One rule per flow of these connections (all of one destination), sources collapsed.
+
+    ``collapsed`` remembers collapsed source lists by the identity of their networks (the
+    expanded flows' endpoints live as long as the topology's cache, and hashing the
+    ``ipaddress`` objects themselves would cost more than it saves).
+    """
     by_flow: dict[str, dict[str, Any]] = {}
-    for conn in inbound_to_host(topology, host):
-        rule = by_flow.setdefault(conn.flow.name, {
-            "name": conn.flow.name,
-            "protocol": conn.flow.protocol.value,
-            "ports": list(conn.ports),
-            "purpose": conn.flow.purpose,
-            "_sources": [],
-        })
-        rule["_sources"].extend(conn.source.networks)
-    rules = []
-    for name in sorted(by_flow):
-        rule = by_flow[name]
-        rule["sources"] = _collapse(rule.pop("_sources"))
-        rules.append(rule)
-    return rules
+    for _, conn in entries:
+        rule = by_flow.get(conn.flow.name)
+        if rule is None:
+            rule = by_flow[conn.flow.name] = {
+                "name": conn.flow.name,
+                "protocol": conn.flow.protocol.value,
+                "ports": list(conn.ports),
+                "purpose": conn.flow.purpose,
+                "sources": [],
+            }
+        rule["sources"].extend(conn.source.networks)
+    for rule in by_flow.values():
+        sources = rule["sources"]
+        key = tuple(map(id, sources))
+        found = collapsed.get(key)
+        if found is None:
+            found = collapsed[key] = _collapse(sources)
+        rule["sources"] = found
+    return list(by_flow.values())
+
+
+def firewall_rules(topology: Topology, host: Host) -> list[dict[str, Any]]:
+    """Inbound rules for a host's own nftables: one per (flow, protocol), sources collapsed.
+
+    The rules of a destination shared by several hosts (a segment, a service) are computed
+    once and copied; each flow's connections come from one destination, so a rule is never
+    split between two of them.
+    """
+    cache: dict[str, list[dict[str, Any]]] = topology.cache.setdefault("inventory.rules", {})
+    collapsed: dict[tuple[int, ...], list[str]] = topology.cache.setdefault("inventory.collapsed", {})
+    found: list[dict[str, Any]] = []
+    for key, entries in inbound_groups(topology, host):
+        rules = cache.get(key)
+        if rules is None:
+            rules = _rules(entries, collapsed)
+            if not key.startswith("host:"):  # a host's own destination is needed once
+                cache[key] = rules
+        found.extend(rules)
+    found.sort(key=lambda r: r["name"])
+    return [{**r, "ports": list(r["ports"]), "sources": list(r["sources"])} for r in found]
+
+
+def mgmt_networks(topology: Topology) -> list[str]:
+    """Every mgmt segment's network, collapsed."""
+    return _collapse([s.cidr for s in topology.segments if s.zone is Zone.MGMT])
 
 
 def ssh_sources(topology: Topology) -> list[str]:
@@ -83,32 +126,25 @@ def ssh_sources(topology: Topology) -> list[str]:
     return _collapse(nets)
 
 
-def hostvars(topology: Topology, host: Host) -> dict[str, Any]:
-    """Every variable the roles read about one host."""
+def time_sources(topology: Topology, names: list[str]) -> list[str]:
+    """The management addresses of the named time-source hosts."""
+    return [str(topology.management_address(topology.host(n))) for n in names]
+
+
+def all_vars(topology: Topology) -> dict[str, Any]:
+    """Variables with one value for every host of the environment: set on ``all``.
+
+    The per-group keys (``dualdc_is_log_host``, the cluster's) get their value for a host
+    outside any such group here; the group sets the other value.
+    """
     env = topology.environment
-    sources = host.time_sources or env.time_sources
-    log_hosts = [h for h in topology.hosts_at(host.site) if h.role is HostRole.LOG]
-    return {
-        "ansible_host": str(topology.management_address(host)),
+    found: dict[str, Any] = {
         "ansible_user": env.ssh_user,
         "dualdc_environment": env.name,
         "dualdc_lab": env.lab,
-        "dualdc_site": host.site,
-        "dualdc_peer_site": topology.peer_site(host.site),
-        "dualdc_rack": host.rack,
-        "dualdc_role": host.role.value,
-        "dualdc_tenant": host.tenant,
-        "dualdc_cluster": host.cluster,
-        "dualdc_cpu": host.cpu,
-        "dualdc_memory_gib": host.memory_gib,
-        "dualdc_bmc": str(host.bmc) if host.bmc else None,
-        "dualdc_interfaces": _interfaces(topology, host),
-        "dualdc_primary_interface": _primary_interface_name(topology, host),
-        "dualdc_mgmt_networks": _collapse([s.cidr for s in topology.segments if s.zone is Zone.MGMT]),
-        "dualdc_time_sources": [str(topology.management_address(topology.host(n))) for n in sources],
-        "dualdc_log_hosts": [str(topology.management_address(h)) for h in log_hosts],
-        "dualdc_is_log_host": host.role is HostRole.LOG,
-        "dualdc_firewall_rules": firewall_rules(topology, host),
+        "dualdc_mgmt_networks": mgmt_networks(topology),
+        "dualdc_time_sources": time_sources(topology, env.time_sources),
+        "dualdc_is_log_host": False,
         "dualdc_ssh_sources": ssh_sources(topology),
         "dualdc_controller_networks": [],
         "dualdc_admins": [{"name": a.name, "ssh_public_key": a.ssh_public_key, "sudo": a.sudo}
@@ -116,12 +152,64 @@ def hostvars(topology: Topology, host: Host) -> dict[str, Any]:
         "dualdc_mirrors": env.mirrors.model_dump(mode="json"),
         "dualdc_access": env.access.model_dump(mode="json"),
         "dualdc_log_retention": env.log_retention.model_dump(mode="json"),
-        "dualdc_cluster_pod_cidr": str(topology.cluster(host.cluster).pod_cidr) if host.cluster else None,
-        "dualdc_cluster_service_cidr": (str(topology.cluster(host.cluster).service_cidr)
-                                        if host.cluster else None),
-        "dualdc_kubernetes_version": (topology.cluster(host.cluster).kubernetes_version
-                                      if host.cluster else None) or env.kubernetes_version,
+        "dualdc_cluster": None,
+        "dualdc_cluster_pod_cidr": None,
+        "dualdc_cluster_service_cidr": None,
+        "dualdc_kubernetes_version": env.kubernetes_version,
     }
+    if env.lab:
+        # Imported here: only the lab needs the lab's plan (and its configuration files).
+        from dualdc.lab.config import lab_connection_vars  # noqa: PLC0415
+
+        found.update(lab_connection_vars(env.name))
+        found["dualdc_controller_networks"] = lab_controller_networks(topology)
+    return found
+
+
+def group_vars(topology: Topology) -> dict[str, dict[str, Any]]:
+    """Variables set on a group: ``all``, then one value per site, tenant, role and cluster."""
+    env = topology.environment
+    log_hosts: dict[str, list[str]] = {}
+    for host in topology.hosts:
+        if host.role is HostRole.LOG:
+            log_hosts.setdefault(host.site, []).append(str(topology.management_address(host)))
+    found: dict[str, dict[str, Any]] = {"all": all_vars(topology)}
+    for site in topology.sites:
+        found[group_name("site", site.name)] = {
+            "dualdc_site": site.name,
+            "dualdc_peer_site": topology.peer_site(site.name),
+            "dualdc_log_hosts": log_hosts.get(site.name, []),
+        }
+    for tenant in topology.tenants:
+        found[group_name("tenant", tenant.name)] = {"dualdc_tenant": tenant.name}
+    for role in HostRole:
+        found[group_name("role", role.value)] = {"dualdc_role": role.value}
+    found[group_name("role", HostRole.LOG.value)]["dualdc_is_log_host"] = True
+    for cluster in topology.clusters:
+        found[group_name("cluster", cluster.name)] = {
+            "dualdc_cluster": cluster.name,
+            "dualdc_cluster_pod_cidr": str(cluster.pod_cidr),
+            "dualdc_cluster_service_cidr": str(cluster.service_cidr),
+            "dualdc_kubernetes_version": cluster.kubernetes_version or env.kubernetes_version,
+        }
+    return found
+
+
+def own_vars(topology: Topology, host: Host) -> dict[str, Any]:
+    """The variables that differ from host to host: set on the host itself."""
+    found: dict[str, Any] = {
+        "ansible_host": str(topology.management_address(host)),
+        "dualdc_rack": host.rack,
+        "dualdc_cpu": host.cpu,
+        "dualdc_memory_gib": host.memory_gib,
+        "dualdc_bmc": str(host.bmc) if host.bmc else None,
+        "dualdc_interfaces": _interfaces(topology, host),
+        "dualdc_primary_interface": _primary_interface_name(topology, host),
+        "dualdc_firewall_rules": firewall_rules(topology, host),
+    }
+    if host.time_sources:
+        found["dualdc_time_sources"] = time_sources(topology, host.time_sources)
+    return found
 
 
 def lab_controller_networks(topology: Topology) -> list[str]:
@@ -133,26 +221,60 @@ def lab_controller_networks(topology: Topology) -> list[str]:
     """
     cache = topology.cache
     if "lab_controller_networks" not in cache:
+        from dualdc.lab.config import LabConfig  # noqa: PLC0415
+        from dualdc.lab.plan import build as lab_plan  # noqa: PLC0415
+
         plan = lab_plan(topology, LabConfig.load(topology.environment.name).infra)
         cache["lab_controller_networks"] = [f"{r.controller_peer}/32" for r in plan.routers.values()]
     return list(cache["lab_controller_networks"])
 
 
-def build(topology: Topology) -> dict[str, Any]:
-    """The inventory as ``{"groups": {group: [hosts]}, "hostvars": {host: vars}}``."""
+def memberships(topology: Topology, host: Host) -> list[str]:
+    """The groups a host is in (besides ``all``)."""
+    zones = {topology.segment(i.segment).zone.value for i in host.interfaces}
+    found = [group_name("site", host.site), group_name("tenant", host.tenant),
+             group_name("role", host.role.value)]
+    found += [group_name("zone", z) for z in sorted(zones)]
+    if host.cluster:
+        found.append(group_name("cluster", host.cluster))
+    return found
+
+
+def layers(topology: Topology) -> dict[str, Any]:
+    """The inventory as Ansible holds it.
+
+    ``{"groups": {group: [hosts]}, "group_vars": {group: vars}, "host_vars": {host: vars}}``;
+    ``group_vars`` has ``all`` and only the groups that have hosts.
+    """
     groups: dict[str, list[str]] = {}
-    hvars: dict[str, dict[str, Any]] = {}
-    for host in topology.hosts:
-        zones = {topology.segment(i.segment).zone.value for i in host.interfaces}
-        memberships = [group_name("site", host.site), group_name("tenant", host.tenant),
-                       group_name("role", host.role.value)]
-        memberships += [group_name("zone", z) for z in sorted(zones)]
-        if host.cluster:
-            memberships.append(group_name("cluster", host.cluster))
-        for group in memberships:
-            groups.setdefault(group, []).append(host.name)
-        hvars[host.name] = hostvars(topology, host)
-        if topology.environment.lab:
-            hvars[host.name].update(lab_connection_vars(topology.environment.name))
-            hvars[host.name]["dualdc_controller_networks"] = lab_controller_networks(topology)
-    return {"groups": dict(sorted(groups.items())), "hostvars": hvars}
+    host_vars: dict[str, dict[str, Any]] = {}
+    with gc_paused():  # builds only objects that stay alive (see dualdc.loader.gc_paused)
+        for host in topology.hosts:
+            for group in memberships(topology, host):
+                groups.setdefault(group, []).append(host.name)
+            host_vars[host.name] = own_vars(topology, host)
+    gvars = {g: v for g, v in group_vars(topology).items() if g == "all" or g in groups}
+    return {"groups": dict(sorted(groups.items())), "group_vars": gvars, "host_vars": host_vars}
+
+
+def build(topology: Topology) -> dict[str, Any]:
+    """:func:`layers`, plus ``"hostvars"``: each host's variables merged as Ansible merges them.
+
+    ``all``'s variables, then those of the host's groups (no two of which set the same key),
+    then the host's own.
+    """
+    built = layers(topology)
+    gvars: dict[str, dict[str, Any]] = built["group_vars"]
+    member_of: dict[str, list[str]] = {}
+    for group, hosts in built["groups"].items():
+        for name in hosts:
+            member_of.setdefault(name, []).append(group)
+    merged: dict[str, dict[str, Any]] = {}
+    for name, own in built["host_vars"].items():
+        found = dict(gvars["all"])
+        for group in member_of.get(name, []):
+            found.update(gvars.get(group, {}))
+        found.update(own)
+        merged[name] = found
+    built["hostvars"] = merged
+    return built

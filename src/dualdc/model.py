@@ -646,14 +646,28 @@ class Topology(Entity):
     def segments_at(self, site: str) -> list[Segment]:
         return [s for s in self.segments if s.site == site]
 
+    def _hosts_by(self, field: str) -> dict[str | None, list[Host]]:
+        """Hosts grouped by ``site`` or ``cluster``, built once (rebuilt if ``hosts`` changes length
+        or is replaced), so per-site and per-cluster lookups do not scan every host."""
+        key = f"model.hosts_by_{field}"
+        hosts = self.hosts
+        found = self.cache.get(key)
+        if found is None or found[0] is not hosts or found[1] != len(hosts):
+            index: dict[str | None, list[Host]] = {}
+            for host in hosts:
+                index.setdefault(getattr(host, field), []).append(host)
+            found = self.cache[key] = (hosts, len(hosts), index)
+        index = found[2]
+        return index
+
     def hosts_at(self, site: str) -> list[Host]:
-        return [h for h in self.hosts if h.site == site]
+        return list(self._hosts_by("site").get(site, ()))
 
     def clusters_at(self, site: str) -> list[Cluster]:
         return [c for c in self.clusters if c.site == site]
 
     def cluster_hosts(self, cluster: str) -> list[Host]:
-        return [h for h in self.hosts if h.cluster == cluster]
+        return list(self._hosts_by("cluster").get(cluster, ()))
 
     def peer_site(self, site: str) -> str:
         """The other site (each site is the other's DR site)."""

@@ -194,6 +194,35 @@ class ClusterSegmentation:
         return any(c != self.cluster.name and self.topology.cluster(c).site == end.site for c in svc.clusters)
 
 
+def _candidates(topology: Topology, cluster: Cluster) -> list[Connection]:
+    """The connections an end of which may stand in this cluster, in :func:`connections` order.
+
+    A superset of those :meth:`ClusterSegmentation.placements` places: an end naming a
+    service of the cluster at the cluster's site, or a replication segment at its site. The
+    index is built once per topology, so the clusters do not each scan every connection.
+    """
+    cache = topology.cache
+    index: tuple[dict[str, list[int]], dict[str, list[int]]] | None = cache.get("segmentation.candidates")
+    if index is None:
+        by_cluster: dict[str, list[int]] = defaultdict(list)
+        by_site: dict[str, list[int]] = defaultdict(list)
+        for i, conn in enumerate(connections(topology)):
+            for end in (conn.source, conn.destination):
+                if end.site is None or end.segment is None:
+                    continue
+                kind, _, name = end.ref.partition(":")
+                if kind == "service":
+                    for c in topology.service(name).clusters:
+                        if topology.cluster(c).site == end.site:
+                            by_cluster[c].append(i)
+                elif kind == "segment" and end.zone is Zone.REPLICATION:
+                    by_site[end.site].append(i)
+        index = cache["segmentation.candidates"] = (dict(by_cluster), dict(by_site))
+    every = connections(topology)
+    positions = set(index[0].get(cluster.name, ())) | set(index[1].get(cluster.site, ()))
+    return [every[i] for i in sorted(positions)]
+
+
 def _cross_bank(topology: Topology, conn: Connection) -> bool:
     a, b = conn.source.tenant, conn.destination.tenant
     if a is None or b is None or a == b:
@@ -228,7 +257,7 @@ def cluster_policies(topology: Topology, cluster: Cluster,
     groups: dict[tuple[str, str, str], dict[PodLabels, _Group]] = defaultdict(dict)
     purposes: dict[str, str] = {}
     refused: list[str] = []
-    for conn in connections(topology):
+    for conn in _candidates(topology, cluster):
         sources, destinations = seg.placements(conn.source), seg.placements(conn.destination)
         if not sources and not destinations:
             continue

@@ -8,11 +8,12 @@ from invoke.context import Context
 from invoke.exceptions import Exit
 from invoke.tasks import task
 
-from dualdc import cli, render
+from dualdc import cli
 from dualdc.model import Layer, Topology
-from dualdc.pulumi import Operation, PulumiFailed, PulumiUnavailable, StackRunner
 from dualdc.redact import clean
-from dualdc.stacks.validation import UnsupportedVersion
+
+# dualdc.render and dualdc.pulumi bring in Pulumi (about 0.3 s): the tasks import them when
+# they run, so every other command starts without it.
 
 
 def _site(topology: Topology, site: str) -> str | None:
@@ -27,26 +28,31 @@ def _site(topology: Topology, site: str) -> str | None:
 
 @task(help={"env": "Environment under inventories/ (default: lab).",
             "site": "Render only this site's stack (default: both site stacks and the replication stack).",
-            "out": "Output folder (default: build/render)."})
-def render_(c: Context, env: str = "lab", site: str = "", out: str = "") -> None:
+            "out": "Output folder (default: build/render).",
+            "topology": "Render this topology folder instead of an environment (its stacks' "
+                        "Pulumi.<stack>.yaml must exist under stacks/)."})
+def render_(c: Context, env: str = "", site: str = "", out: str = "", topology: str = "") -> None:
     """Write every Kubernetes object the stacks declare as YAML, validated offline; exit 2 if invalid.
 
     Runs the stack programs under Pulumi's mock runtime (no CLI, no cluster, no secret) and
     writes build/render/<project>/<stack>/, one file per object, byte-identical across runs.
     """
-    topology = cli.load(env)
+    from dualdc import render  # noqa: PLC0415
+    from dualdc.stacks.validation import UnsupportedVersion  # noqa: PLC0415
+
+    loaded = cli.load(env or None, topology or None)
     out_root = Path(out) if out else render.RENDER_ROOT
     if out_root.exists() and not out_root.is_dir():
         raise cli.input_error(f"--out {cli.shown_path(out_root)} is not a folder: give a folder to write "
                               "the rendered objects into (it is created if missing)")
     try:
-        targets = render.stack_targets(topology, _site(topology, site))
+        targets = render.stack_targets(loaded, _site(loaded, site))
         stacks = []
         for target in targets:
             cli.console.print(f"rendering {target.label} ...")
-            stack = render.collect(target, topology)
-            render.validate(stack, topology)
-            path = render.write(stack, topology, out_root)
+            stack = render.collect(target, loaded)
+            render.validate(stack, loaded)
+            path = render.write(stack, loaded, out_root)
             stacks.append(stack)
             cli.console.print(f"  {len(stack.objects)} objects -> {path} ({stack.seconds:.2f} s)")
             for warning in stack.warnings:
@@ -80,6 +86,9 @@ def preview(c: Context, env: str = "lab", site: str = "", backend: str = "",
     Needs the pulumi CLI and its Kubernetes plugin (installed from files; exit 1 with how to
     install them where missing) and PULUMI_CONFIG_PASSPHRASE.
     """
+    from dualdc import render  # noqa: PLC0415
+    from dualdc.pulumi import Operation, PulumiFailed, PulumiUnavailable, StackRunner  # noqa: PLC0415
+
     topology = cli.load(env)
     if Layer.STACKS not in topology.environment.layers:
         raise cli.input_error(f"environment {env!r} has no 'stacks' layer")

@@ -1,0 +1,152 @@
+"""Benchmark: how the cost of what a user runs grows with the estate (validate, inventory, render).
+
+For each size (1,000, 2,500, 5,000 and 10,000 hosts by default) the synthetic two-site
+topology of ``bench_validate.py`` is written to a temporary folder, and the real commands
+run as their own processes, exactly as a user types them:
+
+- ``invoke validate --topology DIR``;
+- ``ansible-inventory -i DIR --list --export`` (the inventory as set: group variables once on
+  their group, each host's own variables on the host: the output no larger than it needs to
+  be), ``ansible-inventory -i DIR --list`` (every host's variables merged, so every value of
+  ``all`` or of a group is printed once per host: in this synthetic estate the mgmt networks
+  and SSH sources grow with the number of banks, which grows with the number of hosts, so
+  this output grows faster than linearly by construction) and ``ansible-inventory -i DIR
+  --graph`` (only the inventory's parse: what every ``ansible-playbook`` run pays before its
+  first task);
+- ``invoke render --topology DIR`` (every cluster's Kubernetes objects, offline), run from a
+  scratch folder holding a copy of ``stacks/`` with a replication stack config for the
+  synthetic environment.
+
+Printed for each: CPU seconds (user + system of the process and its children, from
+``wait4``, as ``/usr/bin/time`` reports them), peak RSS, output size, the load average when it
+ran, and per command the growth exponent fitted by least squares on log(CPU) against
+log(hosts): 1 is linear, 2 quadratic. Targets: exponent <= 1.15 for each command; at 10,000
+hosts validate <= 2 s and inventory <= 5 s, both <= 1 GiB. The generator's address plan
+ends at 10,000 hosts, so 20,000 is not offered. The machine is shared: run it rarely.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_validate import generate
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+SIZES = (1_000, 2_500, 5_000, 10_000)
+COMMANDS = ("validate", "inventory", "inventory-merged", "inventory-parse", "render")
+TARGET_EXPONENT = 1.15
+MARKER = ROOT / "inventories" / "lab" / "inventory.dualdc.yml"
+
+
+@dataclass
+class Measure:
+    command: str
+    hosts: int
+    cpu: float
+    wall: float
+    rss_mib: float
+    output_mib: float
+    load: float
+    code: int
+
+
+def _run(command: str, args: list[str], hosts: int, cwd: Path) -> Measure:
+    """Run one command as a process of its own; CPU and peak RSS from its rusage."""
+    env = {**os.environ, "ANSIBLE_DEPRECATION_WARNINGS": "False", "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")}
+    load = os.getloadavg()[0]
+    with tempfile.TemporaryFile() as out:
+        started = time.perf_counter()
+        proc = subprocess.Popen(args, cwd=cwd, env=env, stdout=out, stderr=subprocess.PIPE)
+        assert proc.stderr is not None
+        err = proc.stderr.read()
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        wall = time.perf_counter() - started
+        size = out.tell()
+    if proc.returncode:
+        print(f"  {command} at {hosts} hosts exited {proc.returncode}: {err.decode(errors='replace')[-600:]}",
+              file=sys.stderr)
+    return Measure(command, hosts, usage.ru_utime + usage.ru_stime, wall, usage.ru_maxrss / 1024,
+                   size / 2**20, load, proc.returncode)
+
+
+def _exponent(points: list[Measure]) -> float:
+    """Least-squares slope of log(cpu) on log(hosts)."""
+    xs = [math.log(p.hosts) for p in points]
+    ys = [math.log(p.cpu) for p in points]
+    mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum((x - mx) ** 2 for x in xs)
+
+
+def _scratch_stacks(work: Path) -> Path:
+    """A working folder for ``invoke render``: stacks/ with a replication config for 'bench'."""
+    cwd = work / "cwd"
+    shutil.copytree(ROOT / "stacks", cwd / "stacks", ignore=shutil.ignore_patterns("__pycache__"))
+    production = (ROOT / "stacks" / "replication" / "Pulumi.production.yaml").read_text(encoding="utf-8")
+    (cwd / "stacks" / "replication" / "Pulumi.bench.yaml").write_text(
+        production.replace("environment: production", "environment: bench"), encoding="utf-8")
+    return cwd
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default=",".join(map(str, SIZES)),
+                        help="host counts, comma-separated (default: 1000,2500,5000,10000)")
+    parser.add_argument("--only", default=",".join(COMMANDS),
+                        help=f"commands to time, comma-separated (default: {','.join(COMMANDS)})")
+    args = parser.parse_args(argv)
+    sizes = [int(s) for s in args.sizes.split(",") if s]
+    commands = [c for c in args.only.split(",") if c]
+    if unknown := set(commands) - set(COMMANDS):
+        parser.error(f"unknown command(s) {', '.join(sorted(unknown))}; known: {', '.join(COMMANDS)}")
+    invoke = [str(BIN / "invoke"), "--search-root", str(ROOT)]
+    results: dict[str, list[Measure]] = {c: [] for c in commands}
+    print(f"{'command':<16} {'hosts':>6} {'CPU s':>8} {'wall s':>8} {'peak MiB':>9} {'out MiB':>8} "
+          f"{'load':>5}")
+    with tempfile.TemporaryDirectory(prefix="dualdc-bench-scale-") as tmp:
+        work = Path(tmp)
+        cwd = _scratch_stacks(work)
+        for hosts in sizes:
+            folder = work / f"t{hosts}"
+            folder.mkdir()
+            generate(folder, hosts)
+            shutil.copy(MARKER, folder / MARKER.name)
+            runs = {
+                "validate": [*invoke, "validate", "--topology", str(folder)],
+                "inventory": [str(BIN / "ansible-inventory"), "-i", str(folder), "--list", "--export"],
+                "inventory-merged": [str(BIN / "ansible-inventory"), "-i", str(folder), "--list"],
+                "inventory-parse": [str(BIN / "ansible-inventory"), "-i", str(folder), "--graph"],
+                "render": [*invoke, "render", "--topology", str(folder),
+                           "--out", str(work / f"render{hosts}")],
+            }
+            for command in commands:
+                m = _run(command, runs[command], hosts, cwd)
+                results[command].append(m)
+                failed = "" if m.code == 0 else f"  (exit {m.code})"
+                print(f"{command:<16} {hosts:>6} {m.cpu:8.2f} {m.wall:8.2f} {m.rss_mib:9.0f} "
+                      f"{m.output_mib:8.1f} {m.load:5.1f}{failed}", flush=True)
+            shutil.rmtree(work / f"render{hosts}", ignore_errors=True)
+            shutil.rmtree(folder)
+    if len(sizes) >= 2:
+        print(f"growth exponent of CPU seconds in the number of hosts (target <= {TARGET_EXPONENT}):")
+        for command, points in results.items():
+            k = _exponent(points)
+            verdict = "within" if k <= TARGET_EXPONENT else "OVER"
+            print(f"  {command:<16} {k:5.2f}  ({verdict})")
+    return 1 if any(m.code for ms in results.values() for m in ms) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

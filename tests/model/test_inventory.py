@@ -1,0 +1,198 @@
+"""The Ansible inventory: every host's variables, as Ansible resolves them, match the model.
+
+The plugin sets values shared by the whole environment or a group once, as group variables,
+and only what differs per host on the host (see :mod:`dualdc.inventory`). What a role sees is
+the merge Ansible makes of them. These tests run the real ``ansible-inventory`` on both
+environments and compare every host's merged variables, key by key, with a naive reference
+computed here straight from the model: every value as the roles expect it, for one host at a
+time, by plain scans of the topology (no group layering, no indexes, no caches).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dualdc import flows, inventory
+from dualdc.loader import load_environment
+from dualdc.model import Host, HostRole, Topology, Zone
+
+ROOT = Path(__file__).resolve().parents[2]
+ANSIBLE_INVENTORY = Path(sys.executable).parent / "ansible-inventory"
+
+
+def _plain(value: Any) -> Any:
+    """ansible-inventory's JSON with 2.19's ``{"__ansible_unsafe": ...}`` markers removed."""
+    if isinstance(value, dict):
+        if set(value) == {"__ansible_unsafe"}:
+            return value["__ansible_unsafe"]
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _ansible_inventory(env: str, *args: str) -> dict[str, Any]:
+    env_vars = {**os.environ, "ANSIBLE_DEPRECATION_WARNINGS": "False",
+                "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")}
+    done = subprocess.run([str(ANSIBLE_INVENTORY), "-i", f"inventories/{env}", *args], cwd=ROOT, env=env_vars,
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    result: dict[str, Any] = _plain(json.loads(done.stdout))
+    return result
+
+
+def _collapse(networks: list[ipaddress.IPv4Network]) -> list[str]:
+    return [str(n) for n in ipaddress.collapse_addresses(networks)]
+
+
+def _lands_on(topology: Topology, host: Host, conn: flows.Connection) -> bool:
+    """Whether a connection's destination is this host (see flows.inbound_to_host's contract)."""
+    dest = conn.destination
+    segments = {i.segment for i in host.interfaces}
+    kind, _, name = dest.ref.partition(":")
+    if kind == "host":
+        return name == host.name
+    if kind == "segment":
+        return name in segments
+    if kind == "service":
+        svc = topology.service(name)
+        placed = host.name in svc.hosts or (host.cluster is not None and host.cluster in svc.clusters)
+        return placed and dest.segment in segments
+    return False
+
+
+def _reference(topology: Topology, host: Host) -> dict[str, Any]:
+    """Every variable a host should end up with, computed naively from the model."""
+    env = topology.environment
+
+    def mgmt_address(h: Host) -> str:
+        for iface in h.interfaces:
+            if next(s for s in topology.segments if s.name == iface.segment).zone is Zone.MGMT:
+                return str(iface.address)
+        return str(h.interfaces[0].address)
+
+    def segment(name: str) -> Any:
+        return next(s for s in topology.segments if s.name == name)
+
+    mgmt = [s.cidr for s in topology.segments if s.zone is Zone.MGMT]
+    bastions = [ipaddress.IPv4Network(f"{i.address}/32")
+                for h in topology.hosts if h.role is HostRole.BASTION for i in h.interfaces]
+    rules: dict[str, dict[str, Any]] = {}
+    for conn in flows.connections(topology):
+        if _lands_on(topology, host, conn):
+            rule = rules.setdefault(conn.flow.name, {
+                "name": conn.flow.name, "protocol": conn.flow.protocol.value,
+                "ports": [] if conn.flow.ports == "any" else list(conn.flow.ports),
+                "purpose": conn.flow.purpose, "sources": []})
+            rule["sources"].extend(conn.source.networks)
+    firewall = [{**rules[n], "sources": _collapse(rules[n]["sources"])} for n in sorted(rules)]
+    primary = next((i for i in host.interfaces if segment(i.segment).zone is not Zone.MGMT),
+                   host.interfaces[0])
+    cluster = next((c for c in topology.clusters if c.name == host.cluster), None)
+    expected: dict[str, Any] = {
+        "ansible_host": mgmt_address(host),
+        "ansible_user": env.ssh_user,
+        "dualdc_environment": env.name,
+        "dualdc_lab": env.lab,
+        "dualdc_site": host.site,
+        "dualdc_peer_site": next(s.name for s in topology.sites if s.name != host.site),
+        "dualdc_rack": host.rack,
+        "dualdc_role": host.role.value,
+        "dualdc_tenant": host.tenant,
+        "dualdc_cluster": host.cluster,
+        "dualdc_cpu": host.cpu,
+        "dualdc_memory_gib": host.memory_gib,
+        "dualdc_bmc": str(host.bmc) if host.bmc else None,
+        "dualdc_interfaces": [{
+            "name": i.name, "segment": i.segment, "zone": segment(i.segment).zone.value,
+            "tenant": segment(i.segment).tenant, "address": str(i.address),
+            "prefix": segment(i.segment).cidr.prefixlen, "cidr": str(segment(i.segment).cidr),
+            "gateway": str(segment(i.segment).gateway), "vlan": segment(i.segment).vlan,
+            "members": list(i.members), "parent": i.parent} for i in host.interfaces],
+        "dualdc_primary_interface": primary.name,
+        "dualdc_mgmt_networks": _collapse(mgmt),
+        "dualdc_time_sources": [mgmt_address(h) for n in (host.time_sources or env.time_sources)
+                                for h in topology.hosts if h.name == n],
+        "dualdc_log_hosts": [mgmt_address(h) for h in topology.hosts
+                             if h.site == host.site and h.role is HostRole.LOG],
+        "dualdc_is_log_host": host.role is HostRole.LOG,
+        "dualdc_firewall_rules": firewall,
+        "dualdc_ssh_sources": _collapse(mgmt + bastions),
+        "dualdc_controller_networks": [],
+        "dualdc_admins": [{"name": a.name, "ssh_public_key": a.ssh_public_key, "sudo": a.sudo}
+                          for a in env.admins],
+        "dualdc_mirrors": env.mirrors.model_dump(mode="json"),
+        "dualdc_access": env.access.model_dump(mode="json"),
+        "dualdc_log_retention": env.log_retention.model_dump(mode="json"),
+        "dualdc_cluster_pod_cidr": str(cluster.pod_cidr) if cluster else None,
+        "dualdc_cluster_service_cidr": str(cluster.service_cidr) if cluster else None,
+        "dualdc_kubernetes_version": ((cluster.kubernetes_version if cluster else None)
+                                      or env.kubernetes_version),
+    }
+    if env.lab:
+        from dualdc.lab.config import LabConfig, lab_connection_vars
+        from dualdc.lab.plan import build as lab_plan
+
+        expected.update(lab_connection_vars(env.name))
+        plan = lab_plan(topology, LabConfig.load(env.name).infra)
+        expected["dualdc_controller_networks"] = [f"{r.controller_peer}/32" for r in plan.routers.values()]
+    return expected
+
+
+def _groups_of(topology: Topology, host: Host) -> set[str]:
+    zones = {next(s for s in topology.segments if s.name == i.segment).zone.value for i in host.interfaces}
+    found = {f"site_{host.site}", f"tenant_{host.tenant}", f"role_{host.role.value}",
+             *(f"zone_{z}" for z in zones)}
+    if host.cluster:
+        found.add(f"cluster_{host.cluster}")
+    return {g.replace("-", "_") for g in found}
+
+
+@pytest.mark.parametrize("env", ["lab", "production"])
+def test_every_host_resolves_to_the_models_variables_in_ansible(env: str) -> None:
+    topology = load_environment(env)
+    listed = _ansible_inventory(env, "--list")
+    hostvars = listed["_meta"]["hostvars"]
+    assert set(hostvars) == {h.name for h in topology.hosts}
+    for host in topology.hosts:
+        expected = _reference(topology, host)
+        got = hostvars[host.name]
+        assert sorted(got) == sorted(expected), host.name
+        for key, value in expected.items():
+            assert got[key] == value, f"{host.name}: {key}"
+        groups = {g for g, v in listed.items()
+                  if g not in ("_meta", "all") and host.name in v.get("hosts", [])}
+        assert groups == _groups_of(topology, host), host.name
+
+
+@pytest.mark.parametrize("env", ["lab", "production"])
+def test_shared_values_are_group_variables_not_copied_into_hosts(env: str) -> None:
+    """``--export`` shows where each value is set: environment-wide ones once, on ``all``."""
+    exported = _ansible_inventory(env, "--list", "--export")
+    all_vars = exported["all"]["vars"]
+    for key in ("dualdc_ssh_sources", "dualdc_mgmt_networks", "dualdc_admins", "dualdc_mirrors",
+                "dualdc_access", "dualdc_log_retention", "dualdc_controller_networks", "dualdc_environment"):
+        assert key in all_vars
+    assert exported["site_gwangju"]["vars"]["dualdc_peer_site"] == "jeonju"
+    for name, own in exported["_meta"]["hostvars"].items():
+        assert not own.keys() & {"dualdc_ssh_sources", "dualdc_mgmt_networks", "dualdc_admins",
+                                 "dualdc_log_hosts", "dualdc_site", "dualdc_mirrors"}, name
+        assert own["dualdc_firewall_rules"] is not None
+
+
+@pytest.mark.parametrize("env", ["lab", "production"])
+def test_build_merges_like_ansible(env: str) -> None:
+    """``inventory.build``'s merged ``hostvars`` (what ``invoke inventory`` and the role tests use)."""
+    topology = load_environment(env)
+    built = inventory.build(topology)
+    for host in topology.hosts:
+        expected = _reference(topology, host)
+        assert built["hostvars"][host.name] == expected, host.name
