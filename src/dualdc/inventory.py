@@ -131,6 +131,12 @@ def time_sources(topology: Topology, names: list[str]) -> list[str]:
     return [str(topology.management_address(topology.host(n))) for n in names]
 
 
+#: The first line of every file the roles write (``{{ ansible_managed | comment }}``). Set as a
+#: variable of ``all`` rather than in ansible.cfg: the setting is deprecated since ansible-core
+#: 2.19, and the inventory reaches every run (stock, wrapper, collection, AWX) alike.
+MANAGED = "Managed by dualdc (Ansible); local changes are reverted and reported as drift."
+
+
 def all_vars(topology: Topology) -> dict[str, Any]:
     """Variables with one value for every host of the environment: set on ``all``.
 
@@ -139,6 +145,7 @@ def all_vars(topology: Topology) -> dict[str, Any]:
     """
     env = topology.environment
     found: dict[str, Any] = {
+        "ansible_managed": MANAGED,
         "ansible_user": env.ssh_user,
         "dualdc_environment": env.name,
         "dualdc_lab": env.lab,

@@ -99,6 +99,7 @@ def _reference(topology: Topology, host: Host) -> dict[str, Any]:
     cluster = next((c for c in topology.clusters if c.name == host.cluster), None)
     expected: dict[str, Any] = {
         "ansible_host": mgmt_address(host),
+        "ansible_managed": "Managed by dualdc (Ansible); local changes are reverted and reported as drift.",
         "ansible_user": env.ssh_user,
         "dualdc_environment": env.name,
         "dualdc_lab": env.lab,

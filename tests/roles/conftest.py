@@ -8,7 +8,6 @@ without running a play.
 
 from __future__ import annotations
 
-import configparser
 import copy
 import os
 import shutil
@@ -32,9 +31,8 @@ K8S_ROLES = ("k8s_control_plane", "k8s_worker")
 
 
 def managed_string() -> str:
-    cfg = configparser.ConfigParser(interpolation=None)
-    cfg.read(ROOT / "ansible.cfg")
-    return cfg.get("defaults", "ansible_managed")
+    """The ``ansible_managed`` text every run gets (a variable of ``all`` in the inventory)."""
+    return inventory.MANAGED
 
 
 def _trusted(value: Any) -> Any:
