@@ -1,5 +1,5 @@
 """The rules of the policy pack; importing this package registers them all."""
 
-from dualdc.policy.rules import network, operations, resilience, structure
+from dualdc.policy.rules import database, network, operations, resilience, structure
 
-__all__ = ["network", "operations", "resilience", "structure"]
+__all__ = ["database", "network", "operations", "resilience", "structure"]
