@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 from ansible.parsing.dataloader import DataLoader
-from ansible.template import AnsibleEnvironment, Templar
+from ansible.template import Templar, trust_as_template
 
 from dualdc import inventory
 from dualdc.loader import load_environment
@@ -37,11 +37,23 @@ def managed_string() -> str:
     return cfg.get("defaults", "ansible_managed")
 
 
+def _trusted(value: Any) -> Any:
+    """Role files are trusted templates in Ansible (inventory values are not)."""
+    if isinstance(value, str):
+        return trust_as_template(value)
+    if isinstance(value, list):
+        return [_trusted(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _trusted(v) for k, v in value.items()}
+    return value
+
+
 def _yaml(path: Path) -> dict[str, Any]:
+    """A role's defaults or vars file, trusted as Ansible trusts role content."""
     if not path.is_file():
         return {}
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    return data or {}
+    return _trusted(data or {})
 
 
 class Renderer:
@@ -87,9 +99,7 @@ class Renderer:
         extra: dict[str, Any] | None = None,
     ) -> Templar:
         base = Templar(loader=DataLoader(), variables=self.variables(role, host, overrides, extra))
-        return base.copy_with_new_env(
-            environment_class=AnsibleEnvironment, searchpath=[str(ROLES / role / "templates")]
-        )
+        return base.copy_with_new_env(searchpath=[str(ROLES / role / "templates")])
 
     def var(self, role: str, host: str, name: str, overrides: dict[str, Any] | None = None) -> Any:
         """The value of a (role) variable for a host, templated."""
@@ -102,8 +112,8 @@ class Renderer:
         """A role template rendered for a host, as the template module would write it."""
         text = (ROLES / role / "templates" / template).read_text(encoding="utf-8")
         templar = self.templar(role, host, overrides, extra)
-        result: str = templar.do_template(
-            text,
+        result: str = templar.template(
+            trust_as_template(text),
             preserve_trailing_newlines=True,
             escape_backslashes=False,
             overrides={"trim_blocks": True, "lstrip_blocks": False},
