@@ -16,9 +16,9 @@ from pathlib import Path
 from types import CodeType
 
 import pytest
+from ansible._internal._templating._jinja_bits import AnsibleEnvironment
 from ansible.parsing.dataloader import DataLoader
 from ansible.plugins.loader import filter_loader
-from ansible._internal._templating._jinja_bits import AnsibleEnvironment
 from ansible.template import Templar, trust_as_template
 
 from dualdc.ansible import PlaybookRun, run_playbook

@@ -50,11 +50,11 @@ import ansible_mitogen.affinity
 import ansible_mitogen.loaders
 import ansible_mitogen.strategy
 from ansible import constants as C
-from ansible.plugins.loader import filter_loader, test_loader
 
 # ansible-core 2.19 moved its Jinja environment behind the private templating engine; the class
 # is still the one every template of a run compiles through (the public ``Templar`` wraps it).
 from ansible._internal._templating._jinja_bits import AnsibleEnvironment
+from ansible.plugins.loader import filter_loader, test_loader
 
 DOCUMENTATION = r"""
 name: dualdc_free
