@@ -13,8 +13,9 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
+from dualdc.databases import pgbackrest_vars, postgresql_vars
 from dualdc.flows import inbound_to_host, primary_interface
-from dualdc.lab.config import LabConfig, lab_connection_vars
+from dualdc.lab.config import LabConfig, lab_connection_vars, project_root
 from dualdc.lab.plan import build as lab_plan
 from dualdc.model import Host, HostRole, Topology, Zone
 
@@ -121,6 +122,12 @@ def hostvars(topology: Topology, host: Host) -> dict[str, Any]:
                                         if host.cluster else None),
         "dualdc_kubernetes_version": (topology.cluster(host.cluster).kubernetes_version
                                       if host.cluster else None) or env.kubernetes_version,
+        "dualdc_postgresql": postgresql_vars(topology, host),
+        "dualdc_pgbackrest": pgbackrest_vars(topology, host),
+        "dualdc_pki": None if env.pki is None else {
+            "ca_name": env.pki.ca_name,
+            "directory": str(project_root() / env.pki.directory),
+        },
     }
 
 

@@ -109,6 +109,8 @@ class Layer(StrEnum):
     HOSTS = "hosts"
     STACKS = "stacks"
     LAB = "lab"
+    DATA = "data"
+    """The host databases' replication and backups against the model (``invoke dr.status``'s checks)."""
 
 
 class Severity(StrEnum):
@@ -211,6 +213,21 @@ class LogRetention(Entity):
     )
 
 
+class Pki(Entity):
+    ca_name: str = Field(
+        min_length=1,
+        description="Name of the internal CA that signs the hosts' TLS certificates "
+                    "(PostgreSQL, pgBackRest).",
+    )
+    directory: str = Field(
+        min_length=1,
+        description="Folder on the controller (relative to the repository, or absolute) holding ca.crt "
+                    "and, per "
+                    "host, HOST.crt and HOST.key; a key is copied only to its own host. The lab makes it at "
+                    "lab.up.",
+    )
+
+
 class Admin(Entity):
     name: Name = Field(description="Login name of the administrator.")
     ssh_public_key: str = Field(
@@ -232,6 +249,9 @@ class Environment(Entity):
     log_retention: LogRetention = Field(description="Log retention on the log hosts (LOG-01).")
     admins: list[Admin] = Field(default_factory=list, description="Administrators with SSH access.")
     ssh_user: str = Field(default="root", description="User Ansible connects as.")
+    pki: Pki | None = Field(
+        default=None, description="The internal CA of the hosts' TLS certificates; needed by host databases."
+    )
     kubernetes_version: str = Field(
         default="1.30", pattern=r"^1\.\d+$", description="Default Kubernetes minor version of clusters."
     )
