@@ -95,7 +95,7 @@ def hostvars(topology: Topology, host: Host) -> dict[str, Any]:
         "dualdc_environment": env.name,
         "dualdc_lab": env.lab,
         "dualdc_site": host.site,
-        "dualdc_peer_site": topology.peer_site(host.site),
+        "dualdc_peer_site": topology.dr_peer(host.site),
         "dualdc_rack": host.rack,
         "dualdc_role": host.role.value,
         "dualdc_tenant": host.tenant,

@@ -303,4 +303,4 @@ def test_peer_site_follows_dr_peer_not_the_order_of_sites(lab):
     env.write_text(text.replace(gwangju + jeonju, jeonju + gwangju), encoding="utf-8")
     topo = load_topology(lab.folder)
     assert [s.name for s in topo.sites] == ["jeonju", "gwangju"]
-    assert topo.dr_peer("gwangju") == "jeonju" and topo.peer_site("jeonju") == "gwangju"
+    assert topo.dr_peer("gwangju") == "jeonju" and topo.dr_peer("jeonju") == "gwangju"

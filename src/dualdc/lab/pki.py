@@ -7,7 +7,7 @@ committed):
 - ``ca.crt`` and ``ca.key`` (the CA key stays here: no role copies it anywhere);
 - per db and backup host, ``HOST.crt`` and ``HOST.key``: a certificate for both TLS server
   and client use, with the host's name and every interface address as subject alternative
-  names (PostgreSQL and pgBackRest connect by address and verify it);
+  names, IP and DNS (PostgreSQL and pgBackRest connect by address and verify it);
 - per host database, ``replication-SERVICE.secret``: its replication password.
 
 Every key and secret file is mode 0600 and written atomically.
@@ -102,6 +102,8 @@ def ensure_lab_pki(topology: Topology) -> int:
         key = ec.generate_private_key(ec.SECP256R1())
         names: list[x509.GeneralName] = [x509.DNSName(host.name)]
         names += [x509.IPAddress(ipaddress.IPv4Address(i.address)) for i in host.interfaces]
+        # also as DNS names: pgBackRest's client matches the host it connects to against DNS names
+        names += [x509.DNSName(str(i.address)) for i in host.interfaces]
         cert = (x509.CertificateBuilder().subject_name(_name(host.name)).issuer_name(ca_cert.subject)
                 .public_key(key.public_key()).serial_number(x509.random_serial_number())
                 .not_valid_before(now).not_valid_after(now + dt.timedelta(days=VALID_DAYS))

@@ -339,7 +339,7 @@ def namespace_backups(topology: Topology) -> BackupPlan:
     for svc in backup_services(topology):
         for cluster in sorted(svc.clusters):
             site = topology.cluster(cluster).site
-            target = topology.backup_site(svc) or topology.peer_site(site)
+            target = topology.backup_site(svc) or topology.dr_peer(site)
             if target == site:
                 continue  # these pods are backed up from the other site's cluster (BK-01)
             merged.setdefault((cluster, service_namespace(svc), target), []).append(svc)

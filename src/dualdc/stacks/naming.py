@@ -146,7 +146,7 @@ def database_placement(topology: Topology, service: Service) -> DatabasePlacemen
     """
     primary_site = service.primary_site
     try:
-        replica_site = topology.peer_site(primary_site)
+        replica_site = topology.dr_peer(primary_site)
     except KeyError:
         raise StackError([f"service {service.name!r}: site {primary_site!r} has no peer site for a "
                           "replica database"]) from None
