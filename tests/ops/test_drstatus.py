@@ -57,7 +57,8 @@ class Fleet:
             return 255, "", "Connection timed out"
         answer = self.psql[host]
         if answer is None:
-            return 2, "", "psql: error: connection to server on socket failed"
+            banner = "JB Financial Group - authorised use only.\n"  # sshd's banner comes first
+            return 2, "", banner + "psql: error: connection to server on socket failed"
         return 0, json.dumps(answer) + "\n", ""
 
 
@@ -116,7 +117,8 @@ def test_a_standby_that_stopped_streaming_and_a_dropped_slot(lab):
     (kj,) = report.databases
     assert kj.standbys[0].state == "down"
     assert "gj-db-kj-01 has no replication slot for jj-db-kj-01" in kj.problems
-    assert any(p.startswith("jj-db-kj-01: PostgreSQL does not answer") for p in kj.problems)
+    assert "jj-db-kj-01: PostgreSQL does not answer (psql: error: connection to server on socket failed)" in (
+        kj.problems)
 
 
 def test_failing_archive_and_stale_backups(lab):

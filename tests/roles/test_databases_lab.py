@@ -142,16 +142,18 @@ def test_replication_never_crosses_banks(databases: Any) -> None:
     lab = databases
     inventory = load_environment("lab")
     jb_primary = str(inventory.host("jj-db-jb-01").interfaces[1].address)
-    # the firewall: a kjbank database host cannot even open a connection to a jbbank one
-    probe = sh(
-        lab,
-        "jj-db-kj-01",
-        f"timeout 5 sh -c 'exec 3<>/dev/tcp/{jb_primary}/5432' 2>&1; echo rc=$?",
-        check=False,
-    )
-    assert "rc=0" not in probe.stdout, probe.stdout
-    # pg_hba: where the firewall lets the peer in, the other bank's replication user is refused
+    # the firewall: a kjbank database host cannot even open a connection to a jbbank one,
+    # while the same probe to its own primary connects
     kj_primary = str(inventory.host("gj-db-kj-01").interfaces[1].address)
+
+    def connect(address: str) -> str:
+        return sh(lab, "jj-db-kj-01", f"timeout 5 bash -c 'exec 3<>/dev/tcp/{address}/5432' 2>&1; echo rc=$?",
+                  check=False).stdout
+
+    assert "rc=0" in connect(kj_primary)
+    blocked = connect(jb_primary)
+    assert "rc=124" in blocked or "refused" in blocked, blocked
+    # pg_hba: where the firewall lets the peer in, the other bank's replication user is refused
     conninfo = (
         f"host={kj_primary} port=5432 user=repl_jb_core_banking dbname=replication replication=true "
         "sslmode=verify-full sslrootcert=/etc/postgresql/15/main/tls/ca.crt connect_timeout=5"
@@ -179,7 +181,7 @@ def test_tampering_is_data_drift_naming_host_and_difference(databases: Any) -> N
     sh(lab, "gj-db-jb-01", "echo 'hostssl all all 10.0.0.0/8 trust' >> /etc/postgresql/15/main/pg_hba.conf")
     try:
         assert {
-            "data:kj-core-banking/standby-not-streaming/jj-db-kj-01",
+            "data:kj-core-banking/standby-down/jj-db-kj-01",
             "data:kj-core-banking/slot-missing/jj-db-kj-01",
         } <= data_items()
         check = run_playbook(PlaybookRun(env="lab", limit="jj-db-kj-01,gj-db-jb-01", check=True))

@@ -143,7 +143,11 @@ def _psql(runner: Runner, host: str) -> tuple[dict[str, Any] | None, str | None]
     if code == 255:
         return None, f"{host}: unreachable over SSH ({err.strip()[:200] or 'no answer'})"
     if code != 0:
-        return None, f"{host}: PostgreSQL does not answer ({(err or out).strip()[:200]})"
+        # the last line: what psql said (an SSH login banner may come before it on stderr)
+        said = next(
+            (line.strip() for line in reversed((err or out).splitlines()) if line.strip()), "no output"
+        )
+        return None, f"{host}: PostgreSQL does not answer ({said[:200]})"
     try:
         return json.loads(out.strip().splitlines()[-1]), None
     except (ValueError, IndexError):
