@@ -41,3 +41,24 @@ def test_lab_pki_is_made_once_and_signs_each_db_and_backup_host(topology_copy: A
 def test_an_environment_without_pki_gets_nothing(topology_copy: Any) -> None:
     del topology_copy.env["pki"]
     assert ensure_lab_pki(topology_copy.load()) == 0
+
+
+def test_a_restarted_host_starts_only_the_daemons_a_converge_configured(tmp_path: Any) -> None:
+    import subprocess
+
+    from dualdc.lab.hosts import services_script
+
+    root = tmp_path / "root"
+    (root / "etc" / "init.d").mkdir(parents=True)
+    (root / "etc" / "cron.d").mkdir(parents=True)
+    started = tmp_path / "started"
+    for service in ("postgresql", "dualdc-pgbackrest", "cron"):
+        script = root / "etc" / "init.d" / service
+        script.write_text(f"#!/bin/sh\necho {service} $1 >> {started}\n", encoding="utf-8")
+        script.chmod(0o755)
+    (root / "etc" / "cron.d" / "dualdc-pgbackrest").write_text("", encoding="utf-8")
+    # no PostgreSQL cluster marker: postgresql is not one of them
+    script = services_script(str(root))
+    done = subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "2"
+    assert started.read_text(encoding="utf-8").splitlines() == ["dualdc-pgbackrest start", "cron start"]

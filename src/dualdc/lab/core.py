@@ -307,6 +307,8 @@ class Lab:
                                        apt_line=self._apt_line(), authorized_key=public_key)
         changes["host files"] = int(changed)
         changes["sshd started"] = int(hosts.start_sshd(init, paths.root, host.name))
+        if changes.get("hosts started"):
+            changes["services started"] = hosts.start_services(init, paths.root, host.name)
         return changes, key
 
     # ------------------------------------------------------------------ down
