@@ -790,10 +790,10 @@ class Topology(Entity):
             if svc.database is not None:
                 for site, at in svc.database.hosts.items():
                     loc: tuple[str | int, ...] = ("services", i, "database", "hosts", site)
-                    need("sites", site, loc, f"{owner}'s database")
-                    need("hosts", at.primary, (*loc, "primary"), f"{owner}'s database")
+                    need("sites", site, loc, f"the database of {owner}")
+                    need("hosts", at.primary, (*loc, "primary"), f"the database of {owner}")
                     for j, h in enumerate(at.standbys):
-                        need("hosts", h, (*loc, "standbys", j), f"{owner}'s database")
+                        need("hosts", h, (*loc, "standbys", j), f"the database of {owner}")
         for i, flow in enumerate(self.flows):
             for end, ref in (("source", flow.source), ("destination", flow.destination)):
                 if ref != "internet":
