@@ -31,13 +31,35 @@ def slot_name(host: str) -> str:
     return "standby_" + host.replace("-", "_")
 
 
+def _placements(topology: Topology) -> dict[str, Service]:
+    """host name -> the host database it serves (computed once per topology: hostvars run per host)."""
+    cache = topology.cache
+    if "database_hosts" not in cache:
+        found: dict[str, Service] = {}
+        for svc in topology.host_databases():
+            assert svc.database is not None
+            for _, host, _ in svc.database.placements():
+                found.setdefault(host, svc)
+        cache["database_hosts"] = found
+    return cache["database_hosts"]  # type: ignore[no-any-return]
+
+
+def _repositories(topology: Topology) -> dict[str, list[Service]]:
+    """backup host name -> the host databases whose pgBackRest repository it holds (once per topology)."""
+    cache = topology.cache
+    if "database_repositories" not in cache:
+        found: dict[str, list[Service]] = {}
+        for svc in topology.host_databases():
+            repo = topology.repository_host(svc)
+            if repo is not None:
+                found.setdefault(repo.name, []).append(svc)
+        cache["database_repositories"] = found
+    return cache["database_repositories"]  # type: ignore[no-any-return]
+
+
 def database_of(topology: Topology, host: str) -> Service | None:
     """The host database a host serves, if any (DB-01 makes it at most one)."""
-    for svc in topology.host_databases():
-        assert svc.database is not None
-        if any(h == host for _, h, _ in svc.database.placements()):
-            return svc
-    return None
+    return _placements(topology).get(host)
 
 
 def _carries(conn: Connection, port: int) -> bool:
@@ -64,8 +86,7 @@ def _hba(topology: Topology, host: Host, svc: Service, members: set[str]) -> lis
     everywhere (a /0 network) never becomes a line.
     """
     user = replication_user(svc)
-    others = {h for s in topology.host_databases() if s is not svc and s.database is not None
-              for _, h, _ in s.database.placements()}
+    others = {h for h, owner in _placements(topology).items() if owner is not svc}
     lines: dict[tuple[str, str, str], dict[str, str]] = {}
     for conn in inbound_to_host(topology, host):
         if not _carries(conn, POSTGRES_PORT) or conn.destination.host not in (None, host.name):
@@ -125,10 +146,7 @@ def postgresql_vars(topology: Topology, host: Host) -> dict[str, Any] | None:
 def pgbackrest_vars(topology: Topology, host: Host) -> dict[str, Any] | None:
     """``dualdc_pgbackrest`` of a backup host holding pgBackRest repositories, else None."""
     stanzas = []
-    for svc in topology.host_databases():
-        repo = topology.repository_host(svc)
-        if repo is None or repo.name != host.name:
-            continue
+    for svc in _repositories(topology).get(host.name, []):
         db, backup = svc.database, svc.backup
         assert db is not None and backup is not None
         stanzas.append({
