@@ -22,7 +22,7 @@ from dualdc.lab.pki import pki_directory
 from dualdc.loader import load_environment
 from dualdc.model import Layer
 from dualdc.ops.ack import Ledger
-from dualdc.ops.drift import DriftRun, run_drift
+from dualdc.ops.drift import DriftRun, run_drift, task_label
 
 pytestmark = pytest.mark.lab
 
@@ -185,7 +185,7 @@ def test_tampering_is_data_drift_naming_host_and_difference(databases: Any) -> N
             "data:kj-core-banking/slot-missing/jj-db-kj-01",
         } <= data_items()
         check = run_playbook(PlaybookRun(env="lab", limit="jj-db-kj-01,gj-db-jb-01", check=True))
-        changed = {(t.host, t.task) for t in check.changed_tasks}
+        changed = {(t.host, task_label(t)) for t in check.changed_tasks}
         assert ("gj-db-jb-01", "postgresql : Client authentication from the model's flows") in changed, (
             changed
         )
