@@ -7,7 +7,7 @@ orchestration, packaging, development.
 
 from invoke import Collection
 
-from dualdc.tasks import dev, model, package
+from dualdc.tasks import dev, dr, model, package
 from dualdc.tasks import hosts as hosts_tasks
 from dualdc.tasks import lab as lab_tasks
 from dualdc.tasks import ops as ops_tasks
@@ -21,6 +21,7 @@ ns.add_task(hosts_tasks.converge)
 ns.add_task(stacks_tasks.render_, name="render")
 ns.add_task(stacks_tasks.preview)
 ns.add_collection(lab_tasks.lab_ns)
+ns.add_collection(dr.dr_ns)
 ns.add_task(ops_tasks.deploy)
 ns.add_task(ops_tasks.drift)
 ns.add_task(ops_tasks.diagram)

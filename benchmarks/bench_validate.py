@@ -81,7 +81,8 @@ def generate(folder: Path, hosts: int = HOSTS) -> dict[str, int]:
     for name, _, _, lat, lon in SITES:
         env.add(
             f"- name: {name}\n  city: {name.title()}\n  latitude: {lat}\n  longitude: {lon}\n"
-            "  racks: 400\n  power_feeds: 2\n  uplinks: 2"
+            "  racks: 400\n  power_feeds: 2\n  uplinks: 2\n"
+            f"  dr_peer: {'jeonju' if name == 'gwangju' else 'gwangju'}"
         )
     env.add("tenants:")
     for name, kind in tenants:

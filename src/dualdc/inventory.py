@@ -21,6 +21,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
+from dualdc.databases import pgbackrest_vars, postgresql_vars
 from dualdc.flows import Connection, inbound_groups, primary_interface
 from dualdc.loader import gc_paused
 from dualdc.model import Host, HostRole, Topology, Zone
@@ -163,7 +164,15 @@ def all_vars(topology: Topology) -> dict[str, Any]:
         "dualdc_cluster_pod_cidr": None,
         "dualdc_cluster_service_cidr": None,
         "dualdc_kubernetes_version": env.kubernetes_version,
+        "dualdc_postgresql": None,
+        "dualdc_pgbackrest": None,
+        "dualdc_pki": None,
     }
+    if env.pki is not None:
+        from dualdc.lab.config import project_root  # noqa: PLC0415
+
+        found["dualdc_pki"] = {"ca_name": env.pki.ca_name,
+                               "directory": str(project_root() / env.pki.directory)}
     if env.lab:
         # Imported here: only the lab needs the lab's plan (and its configuration files).
         from dualdc.lab.config import lab_connection_vars  # noqa: PLC0415
@@ -216,6 +225,11 @@ def own_vars(topology: Topology, host: Host) -> dict[str, Any]:
     }
     if host.time_sources:
         found["dualdc_time_sources"] = time_sources(topology, host.time_sources)
+    # A db host's PostgreSQL and a backup host's pgBackRest settings (None, from all, elsewhere).
+    for key, value in (("dualdc_postgresql", postgresql_vars(topology, host)),
+                       ("dualdc_pgbackrest", pgbackrest_vars(topology, host))):
+        if value is not None:
+            found[key] = value
     return found
 
 

@@ -200,6 +200,28 @@ class ReplicationKind(StrEnum):
     STORAGE = "storage"
 
 
+class DatabasePlatform(StrEnum):
+    """Where a database runs: on bare-metal ``db`` hosts, or in a cluster (CloudNativePG)."""
+
+    HOSTS = "hosts"
+    CNPG = "cnpg"
+
+
+class ReplicationMode(StrEnum):
+    """How a host database's primary waits for its standbys at the DR peer.
+
+    ``remote_write`` and ``remote_apply`` are PostgreSQL's ``synchronous_commit`` levels: a
+    commit returns once the synchronous standby has written (resp. applied) its WAL.
+    """
+
+    ASYNC = "async"
+    REMOTE_WRITE = "remote_write"
+    REMOTE_APPLY = "remote_apply"
+
+
+SYNCHRONOUS_MODES = frozenset({ReplicationMode.REMOTE_WRITE, ReplicationMode.REMOTE_APPLY})
+
+
 class Protocol(StrEnum):
     TCP = "tcp"
     UDP = "udp"
@@ -212,6 +234,8 @@ class Layer(StrEnum):
     HOSTS = "hosts"
     STACKS = "stacks"
     LAB = "lab"
+    DATA = "data"
+    """The host databases' replication and backups against the model (``invoke dr.status``'s checks)."""
 
 
 class Severity(StrEnum):
@@ -315,6 +339,21 @@ class LogRetention(Entity):
     )
 
 
+class Pki(Entity):
+    ca_name: str = Field(
+        min_length=1,
+        description="Name of the internal CA that signs the hosts' TLS certificates "
+                    "(PostgreSQL, pgBackRest).",
+    )
+    directory: str = Field(
+        min_length=1,
+        description="Folder on the controller (relative to the repository, or absolute) holding ca.crt "
+                    "and, per "
+                    "host, HOST.crt and HOST.key; a key is copied only to its own host. The lab makes it at "
+                    "lab.up.",
+    )
+
+
 class Admin(Entity):
     name: Name = Field(description="Login name of the administrator.")
     ssh_public_key: str = Field(
@@ -338,6 +377,9 @@ class Environment(Entity):
     log_retention: LogRetention = Field(description="Log retention on the log hosts (LOG-01).")
     admins: list[Admin] = Field(default_factory=list, description="Administrators with SSH access.")
     ssh_user: UserName = Field(default="root", description="User Ansible connects as.")
+    pki: Pki | None = Field(
+        default=None, description="The internal CA of the hosts' TLS certificates; needed by host databases."
+    )
     kubernetes_version: str = Field(
         default="1.30", pattern=r"^1\.\d+$", description="Default Kubernetes minor version of clusters."
     )
@@ -363,6 +405,11 @@ class Site(Entity):
     racks: int = Field(ge=1, description="Number of racks.")
     power_feeds: int = Field(ge=1, description="Independent utility power feeds.")
     uplinks: int = Field(ge=1, description="Internet/WAN uplinks.")
+    dr_peer: Name | None = Field(
+        default=None,
+        description="The site that takes over when this one is lost; symmetric, and required as soon "
+                    "as there is more than one site (nothing picks 'the other site' by position).",
+    )
 
 
 class Tenant(Entity):
@@ -446,15 +493,98 @@ class Cluster(Entity):
                                      description="kubeconfig context; default: the name.")
 
 
+class DatabaseHosts(Entity):
+    """The hosts of a host database at one site."""
+
+    primary: Name | None = Field(
+        default=None, description="The primary host; only at the service's primary site."
+    )
+    standbys: list[Name] = Field(
+        default_factory=list,
+        description="Standby hosts: an optional local one at the primary site, the DR standbys at its peer.",
+    )
+
+
 class Database(Entity):
-    instances: int = Field(default=3, ge=1, le=9, description="PostgreSQL instances at the primary site.")
-    storage_gib: int = Field(ge=1, description="Storage per instance.")
-    postgres_version: int = Field(default=16, ge=13, le=17, description="PostgreSQL major version.")
+    platform: DatabasePlatform | None = Field(
+        default=None,
+        description="'hosts' (bare-metal db hosts, PostgreSQL streaming replication) or 'cnpg' "
+                    "(CloudNativePG in the service's clusters); default: hosts for a tier-1 service, "
+                    "else cnpg.",
+    )
+    instances: int = Field(
+        default=3, ge=1, le=9, description="cnpg: PostgreSQL instances at the primary site."
+    )
+    storage_gib: int | None = Field(default=None, ge=1, description="cnpg: storage per instance (required).")
+    postgres_version: int | None = Field(
+        default=None, ge=13, le=17,
+        description="PostgreSQL major version; default: 15 on hosts (Debian 12), 16 for cnpg.",
+    )
+    hosts: dict[Name, DatabaseHosts] = Field(
+        default_factory=dict,
+        description="hosts: per site, its primary and standby hosts (the primary site and its DR peer).",
+    )
+    replication_mode: ReplicationMode = Field(
+        default=ReplicationMode.ASYNC,
+        description="hosts: async, or synchronous to the peer (remote_write, remote_apply); RPO 0 needs "
+                    "synchronous (DB-03).",
+    )
+
+    @property
+    def version(self) -> int:
+        """The PostgreSQL major version, defaulted by platform."""
+        if self.postgres_version is not None:
+            return self.postgres_version
+        return 15 if self.platform is DatabasePlatform.HOSTS else 16
+
+    def placements(self) -> list[tuple[str, str, str]]:
+        """(site, host, 'primary' or 'standby') of a host database, primary first."""
+        found = [(site, at.primary, "primary") for site, at in self.hosts.items() if at.primary]
+        found += [(site, h, "standby") for site, at in self.hosts.items() for h in at.standbys]
+        return found
+
+    @property
+    def primary_host(self) -> str | None:
+        return next((h for _, h, role in self.placements() if role == "primary"), None)
+
+    def check_platform(self) -> None:
+        """Raise ValueError if the fields do not fit the (resolved) platform."""
+        if self.platform is DatabasePlatform.CNPG:
+            if self.hosts:
+                raise ValueError("a 'cnpg' database runs in the service's clusters; 'hosts' is for "
+                                 "platform 'hosts'")
+            if self.storage_gib is None:
+                raise ValueError("a 'cnpg' database needs storage_gib")
+        elif self.platform is DatabasePlatform.HOSTS:
+            primaries = [h for _, h, role in self.placements() if role == "primary"]
+            if len(primaries) != 1:
+                raise ValueError(f"a 'hosts' database names exactly one primary host, found "
+                                 f"{len(primaries)} ({', '.join(primaries) or 'none'})")
+            if "storage_gib" in self.model_fields_set or "instances" in self.model_fields_set:
+                raise ValueError("storage_gib and instances are cnpg settings; a 'hosts' database "
+                                 "uses its hosts' disks")
 
 
 class Backup(Entity):
-    target_site: Name = Field(description="Site the backups land at (BK-01: the other site).")
+    target_site: Name | None = Field(
+        default=None, description="Site the backups land at (BK-01: the other site); default: the DR peer."
+    )
     retention_days: int = Field(ge=1, description="How long backups are kept.")
+    repository_host: Name | None = Field(
+        default=None,
+        description="hosts databases: the backup host holding the pgBackRest repository; default: the "
+                    "first backup host at the target site by name.",
+    )
+    full_every_hours: int = Field(
+        default=168, ge=1, le=24 * 31, description="hosts databases: a full backup at least this often."
+    )
+    diff_every_hours: int = Field(
+        default=24, ge=1, le=24 * 31,
+        description="hosts databases: a differential backup at least this often.",
+    )
+    incr_every_hours: int = Field(
+        default=1, ge=1, le=24 * 31, description="hosts databases: an incremental backup at least this often."
+    )
 
 
 class Service(Entity):
@@ -480,15 +610,25 @@ class Service(Entity):
     memory_gib: float = Field(ge=0, allow_inf_nan=False,
                               description="Memory needed to run it at one site (CAP-01).")
     ports: list[Port] = Field(default_factory=list, description="Ports the service listens on.")
-    database: Database | None = Field(default=None, description="PostgreSQL database (CloudNativePG).")
-    backup: Backup | None = Field(default=None, description="Backup schedule (Velero).")
+    database: Database | None = Field(
+        default=None, description="PostgreSQL database: on db hosts (streaming replication) or CloudNativePG."
+    )
+    backup: Backup | None = Field(
+        default=None, description="Backups: pgBackRest for a hosts database, Velero for cluster workloads."
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Service:
         if not self.clusters and not self.hosts:
             raise ValueError("a service runs somewhere: give clusters or hosts")
-        if ReplicationKind.CNPG in self.replication and self.database is None:
-            raise ValueError("replication 'cnpg' needs a database")
+        db = self.database
+        if db is not None:
+            if db.platform is None:
+                db.platform = DatabasePlatform.HOSTS if self.tier == 1 else DatabasePlatform.CNPG
+            db.check_platform()
+        cnpg = db is not None and db.platform is DatabasePlatform.CNPG
+        if ReplicationKind.CNPG in self.replication and not cnpg:
+            raise ValueError("replication 'cnpg' needs a database on platform 'cnpg'")
         if ReplicationKind.VELERO in self.replication and self.backup is None:
             raise ValueError("replication 'velero' needs a backup")
         if self.dr_mode is DrMode.BACKUP_RESTORE and self.backup is None:
@@ -669,12 +809,40 @@ class Topology(Entity):
     def cluster_hosts(self, cluster: str) -> list[Host]:
         return list(self._hosts_by("cluster").get(cluster, ()))
 
+    def dr_peer(self, site: str) -> str:
+        """The site's declared DR peer (``Site.dr_peer``); KeyError if it names none."""
+        peer = self.site(site).dr_peer
+        if peer is None:
+            raise KeyError(f"site {site!r} names no dr_peer")
+        return peer
+
     def peer_site(self, site: str) -> str:
-        """The other site (each site is the other's DR site)."""
-        others = [s.name for s in self.sites if s.name != site]
-        if not others:
-            raise KeyError(f"site {site!r} has no peer")
-        return others[0]
+        """The site's DR peer: the same as :meth:`dr_peer` (kept for existing callers)."""
+        return self.dr_peer(site)
+
+    def backup_site(self, service: Service) -> str | None:
+        """Where a service's backups land: ``backup.target_site``, else its primary's DR peer."""
+        if service.backup is None:
+            return None
+        if service.backup.target_site is not None:
+            return service.backup.target_site
+        return self.site(service.primary_site).dr_peer
+
+    def host_databases(self) -> list[Service]:
+        """Services whose database runs on hosts (``platform: hosts``), by name."""
+        return sorted((s for s in self.services if s.database is not None
+                       and s.database.platform is DatabasePlatform.HOSTS), key=lambda s: s.name)
+
+    def repository_host(self, service: Service) -> Host | None:
+        """The backup host holding a host database's pgBackRest repository, if any."""
+        if service.backup is None:
+            return None
+        if service.backup.repository_host is not None:
+            return self.host(service.backup.repository_host)
+        site = self.backup_site(service)
+        found = sorted((h for h in self.hosts if h.site == site and h.role is HostRole.BACKUP),
+                       key=lambda h: h.name)
+        return found[0] if found else None
 
     def management_address(self, host: Host) -> ipaddress.IPv4Address:
         """The address Ansible and the lab reach a host on: its first mgmt-zone interface."""
@@ -711,6 +879,27 @@ class Topology(Entity):
 
     # -- reference resolution ------------------------------------------------------------
 
+    def _check_peers(self, problems: list[Problem], sites: dict[str, Any]) -> None:
+        """Every site names its DR peer when there are several; peers are mutual."""
+        for i, site in enumerate(self.sites):
+            loc: tuple[str | int, ...] = ("sites", i, "dr_peer")
+            peer = site.dr_peer
+            if peer is None:
+                if len(sites) > 1:
+                    problems.append(Problem(("sites", i), (
+                        f"site {site.name!r} names no dr_peer; with several sites each one names its DR "
+                        "peer explicitly (nothing picks 'the other site' by position)")))
+            elif peer == site.name:
+                problems.append(Problem(loc, f"site {site.name!r} names itself as its dr_peer"))
+            elif peer not in sites:
+                known = ", ".join(sorted(sites)[:8])
+                problems.append(Problem(loc, f"site {site.name!r} refers to site {peer!r} as its dr_peer, "
+                                             f"which is not declared (known: {known})"))
+            elif sites[peer].dr_peer != site.name:
+                problems.append(Problem(loc, (
+                    f"site {site.name!r} names {peer!r} as its dr_peer but {peer!r} names "
+                    f"{sites[peer].dr_peer!r}; DR peers are mutual")))
+
     @model_validator(mode="after")
     def _resolve(self) -> Topology:
         index: dict[str, dict[str, Any]] = {}
@@ -733,6 +922,7 @@ class Topology(Entity):
                 )
 
         env = self.environment
+        self._check_peers(problems, index["sites"])
         for i, name in enumerate(env.deploy_order):
             need("sites", name, ("environment", "deploy_order", i), "environment")
         for i, name in enumerate(env.time_sources):
@@ -772,6 +962,14 @@ class Topology(Entity):
                 need("hosts", h, ("services", i, "hosts", j), owner)
             if svc.backup is not None:
                 need("sites", svc.backup.target_site, ("services", i, "backup", "target_site"), owner)
+                need("hosts", svc.backup.repository_host, ("services", i, "backup", "repository_host"), owner)
+            if svc.database is not None:
+                for site, at in svc.database.hosts.items():
+                    loc: tuple[str | int, ...] = ("services", i, "database", "hosts", site)
+                    need("sites", site, loc, f"the database of {owner}")
+                    need("hosts", at.primary, (*loc, "primary"), f"the database of {owner}")
+                    for j, h in enumerate(at.standbys):
+                        need("hosts", h, (*loc, "standbys", j), f"the database of {owner}")
         for i, flow in enumerate(self.flows):
             for end, ref in (("source", flow.source), ("destination", flow.destination)):
                 if ref != "internet":

@@ -260,3 +260,47 @@ def test_many_problems_fit_one_screen(lab):
     text = cli.format_problems(err.value)
     assert len(text.splitlines()) <= cli.MAX_PROBLEMS_SHOWN + 2
     assert text.splitlines()[-1].startswith("... and ")
+
+
+# --------------------------------------------------------------------------- DR peers
+
+
+def test_a_site_without_dr_peer_is_refused_with_file_and_line(lab):
+    env = lab.folder / "environment.yaml"
+    _edit(env, "  dr_peer: gwangju\n", "")
+    problems = _problems(lab.folder)
+    messages = sorted(p.message for p in problems)
+    assert any("site 'jeonju' names no dr_peer" in m for m in messages)
+    # gwangju's peer no longer names it back
+    assert any("site 'gwangju' names 'jeonju' as its dr_peer but 'jeonju' names None" in m for m in messages)
+    assert all(p.file.endswith("environment.yaml") for p in problems)
+    assert {p.line for p in problems} == {_line(env, "- name: jeonju"), _line(env, "dr_peer: jeonju")}
+
+
+def test_a_third_site_without_a_peer_is_refused(lab):
+    env = lab.folder / "environment.yaml"
+    _edit(env, "tenants:\n", "- name: seoul\n  city: Seoul\n  latitude: 37.5\n  longitude: 127.0\n"
+                             "  racks: 1\n  power_feeds: 1\n  uplinks: 1\ntenants:\n")
+    (problem,) = _problems(lab.folder)
+    assert "site 'seoul' names no dr_peer" in problem.message
+    assert "nothing picks 'the other site' by position" in problem.message
+    assert problem.line == _line(env, "- name: seoul")
+
+
+def test_dr_peers_are_mutual_and_never_the_site_itself(lab):
+    env = lab.folder / "environment.yaml"
+    _edit(env, "  dr_peer: gwangju\n", "  dr_peer: jeonju\n")
+    messages = sorted(p.message for p in _problems(lab.folder))
+    assert any("site 'jeonju' names itself as its dr_peer" in m for m in messages)
+    assert any("DR peers are mutual" in m for m in messages)
+
+
+def test_peer_site_follows_dr_peer_not_the_order_of_sites(lab):
+    env = lab.folder / "environment.yaml"
+    text = env.read_text(encoding="utf-8")
+    gwangju = text[text.index("- name: gwangju\n"):text.index("- name: jeonju\n")]
+    jeonju = text[text.index("- name: jeonju\n"):text.index("tenants:\n")]
+    env.write_text(text.replace(gwangju + jeonju, jeonju + gwangju), encoding="utf-8")
+    topo = load_topology(lab.folder)
+    assert [s.name for s in topo.sites] == ["jeonju", "gwangju"]
+    assert topo.dr_peer("gwangju") == "jeonju" and topo.dr_peer("jeonju") == "gwangju"

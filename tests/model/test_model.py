@@ -37,7 +37,7 @@ def test_every_model_forbids_extra_fields_and_describes_every_field(cls):
 
 def test_lookups_and_derived_facts():
     lab = load_environment("lab")
-    assert lab.peer_site("gwangju") == "jeonju" and lab.peer_site("jeonju") == "gwangju"
+    assert lab.dr_peer("gwangju") == "jeonju" and lab.dr_peer("jeonju") == "gwangju"
     assert lab.management_address(lab.host("gj-core-wk-01")) == ipaddress.IPv4Address("10.10.10.15")
     assert lab.service_sites(lab.service("jb-core-banking")) == ["jeonju", "gwangju"]
     assert [h.name for h in lab.cluster_hosts("gwangju-dmz")] == ["gj-dmz-cp-01", "gj-dmz-wk-01"]

@@ -211,6 +211,12 @@ def rendered(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
 
 
 @pytest.fixture(scope="session")
+def rendered_production(tmp_path_factory: pytest.TempPathFactory) -> RenderedEnv:
+    """Production rendered: its cnpg databases (the lab's run on hosts, not in clusters)."""
+    return render_environment(load_environment("production"), tmp_path_factory.mktemp("render-production"))
+
+
+@pytest.fixture(scope="session")
 def rendered_lab(tmp_path_factory: pytest.TempPathFactory, lab: Topology) -> RenderedEnv:
     return render_environment(lab, tmp_path_factory.mktemp("render-lab"))
 

@@ -97,16 +97,17 @@ def test_replication_secrets_are_pulumi_secrets(monkeypatch: pytest.MonkeyPatch)
     password = "r3plication-Pa55-for-test"
     key_secret = "object-store-key-for-test"
     config = {
-        "dualdc-replication:environment": "lab",
+        "dualdc-replication:environment": "production",
         "dualdc-replication:replicationPasswords": json.dumps(
-            {"kj-core-banking": password, "jb-core-banking": password}),
+            {s: password for s in ("kj-card-services", "jb-card-services", "group-hr")}),
         "dualdc-replication:objectStoreCredentials": json.dumps(
             {s: {"accessKeyId": "AKIATEST", "secretAccessKey": key_secret} for s in ("gwangju", "jeonju")}),
     }
     secret_keys = ["dualdc-replication:replicationPasswords", "dualdc-replication:objectStoreCredentials"]
-    mocks = run_program("replication", "lab", config, secret_keys)
+    # production: its three cnpg databases (the core-banking ones run on hosts, not in a cluster)
+    mocks = run_program("replication", "production", config, secret_keys)
     secrets = [r for r in mocks.resources if r.typ == "kubernetes:core/v1:Secret"]
-    assert len(secrets) == 6
+    assert len(secrets) == 3 * 2 + 2  # a password per database side, an object-store key per site
     for res in secrets:
         data = res.inputs["stringData"]
         assert data.get(SECRET_SIG_KEY), f"{res.name}: stringData is not marked secret"
@@ -122,8 +123,10 @@ def test_missing_secrets_stop_the_program_before_any_resource(monkeypatch: pytes
     monkeypatch.delenv("DUALDC_ENV", raising=False)
     mocks = Recorder()
     with pytest.raises(StackProgramError) as exc:
-        run_program("replication", "lab", {"dualdc-replication:environment": "lab"}, mocks=mocks)
+        run_program("replication", "production", {"dualdc-replication:environment": "production"},
+                    mocks=mocks)
     assert mocks.resources == [], "nothing is declared when a secret is missing"
     text = str(exc.value)
-    assert "pulumi config set --secret --path 'replicationPasswords.kj-core-banking' --stack lab" in text
+    assert ("pulumi config set --secret --path 'replicationPasswords.kj-card-services' --stack production"
+            in text)
     assert "objectStoreCredentials.jeonju.secretAccessKey" in text

@@ -82,8 +82,11 @@ def _first(rendered: Any, kind: str) -> dict[str, Any]:
 
 @pytest.mark.parametrize("kind", ["NetworkPolicy", "Namespace", "ResourceQuota", "RoleBinding", "LimitRange",
                                   "Cluster", "Schedule", "BackupStorageLocation", "Secret"])
-def test_every_rendered_kind_is_valid_and_a_broken_one_is_caught(rendered_lab: Any, kind: str) -> None:
-    obj = _first(rendered_lab, kind)
+def test_every_rendered_kind_is_valid_and_a_broken_one_is_caught(rendered_lab: Any, kind: str,
+                                                                 request: pytest.FixtureRequest) -> None:
+    # the lab's databases run on hosts: its CloudNativePG Clusters are production's
+    rendered = request.getfixturevalue("rendered_production") if kind == "Cluster" else rendered_lab
+    obj = _first(rendered, kind)
     assert validation.errors(obj, "1.30") == []
     broken = copy.deepcopy(obj)
     target = broken.get("spec", broken)

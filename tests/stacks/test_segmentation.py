@@ -31,7 +31,7 @@ def namespace_of(svc: Service) -> str:
 
 def db_clusters(topology: Topology, svc: Service) -> set[str]:
     """The clusters the model puts a replicated database on: one at each of the two sites."""
-    sites = {svc.primary_site, topology.peer_site(svc.primary_site)}
+    sites = {svc.primary_site, topology.dr_peer(svc.primary_site)}
     found = set()
     for site in sites:
         on_site = sorted(c for c in svc.clusters if topology.cluster(c).site == site)

@@ -108,7 +108,7 @@ def test_every_replicated_database_has_a_primary_and_a_replica_at_the_peer_site(
         assert len(primary) == len(replica) == 1, svc.name
         (pc, p), (rc, r) = primary[0], replica[0]
         assert topo.cluster(pc).site == svc.primary_site
-        assert topo.cluster(rc).site == topo.peer_site(svc.primary_site)
+        assert topo.cluster(rc).site == topo.dr_peer(svc.primary_site)
         assert r["spec"]["bootstrap"]["pg_basebackup"]["source"] == r["spec"]["replica"]["source"]
         source = next(e for e in r["spec"]["externalClusters"] if e["name"] == r["spec"]["replica"]["source"])
         host = ipaddress.IPv4Address(source["connectionParameters"]["host"])
@@ -131,7 +131,7 @@ def test_every_tier1_service_survives_the_loss_of_its_site(rendered: Any) -> Non
     for svc in topo.services:
         if svc.tier != 1 or not svc.clusters:
             continue
-        other = topo.peer_site(svc.primary_site)
+        other = topo.dr_peer(svc.primary_site)
         replica = any(o["kind"] == "Cluster" and o["metadata"]["labels"][SERVICE] == svc.name
                       and o["spec"].get("replica", {}).get("enabled") and topo.cluster(c).site == other
                       for _, c, o in objs)

@@ -45,6 +45,13 @@ BASE_PACKAGES: tuple[str, ...] = (
     "tini",
     "iputils-ping",
     "ca-certificates",
+    # the db and backup hosts' DR stack (PostgreSQL streaming replication, pgBackRest), and
+    # cron for the scheduled backups: baked in so nothing downloads at converge
+    "postgresql-15",
+    "postgresql-client-15",
+    "pgbackrest",
+    "cron",
+    "openssl",
 )
 
 DEFAULT_CACHE_DIR = Path("/var/cache/dualdc/lab")

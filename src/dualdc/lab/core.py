@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dualdc.lab import firewall, hosts, image, network, ssh, system
+from dualdc.lab import firewall, hosts, image, network, pki, ssh, system
 from dualdc.lab.config import LabConfig
 from dualdc.lab.errors import LabError
 from dualdc.lab.plan import FABRIC_NS, HostPlan, LabPlan, build
@@ -218,6 +218,7 @@ class Lab:
         self.progress.advance("firewall")
 
         report.add("ssh keys", ssh.ensure_keypair(self.cfg.private_key, f"dualdc-lab-{plan.env}"))
+        report.add("pki", pki.ensure_lab_pki(self.topology))
         public = ssh.public_key(self.cfg.private_key)
         self.progress.phase("hosts", total=len(plan.hosts))
         keys: dict[str, str] = {}
@@ -306,6 +307,8 @@ class Lab:
                                        apt_line=self._apt_line(), authorized_key=public_key)
         changes["host files"] = int(changed)
         changes["sshd started"] = int(hosts.start_sshd(init, paths.root, host.name))
+        if changes.get("hosts started"):
+            changes["services started"] = hosts.start_services(init, paths.root, host.name)
         return changes, key
 
     # ------------------------------------------------------------------ down

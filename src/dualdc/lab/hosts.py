@@ -249,6 +249,32 @@ def start_sshd(init: Proc, root: Path, name: str) -> bool:
     return True
 
 
+#: Daemons a converge set up, restarted when a host's init starts again (a host or site fault
+#: healed, lab.up after lab.down): each with the file that says the roles configured it.
+SERVICES = (
+    ("postgresql", "/var/lib/postgresql/.dualdc-15-main"),
+    ("dualdc-pgbackrest", "/etc/init.d/dualdc-pgbackrest"),
+    ("cron", "/etc/cron.d/dualdc-pgbackrest"),
+)
+
+
+def services_script(root: str = "") -> str:
+    """The shell script that starts each configured daemon (paths under ``root``, for tests)."""
+    return "n=0\n" + "".join(
+        f"if [ -e {root}{marker} ] && [ -x {root}/etc/init.d/{service} ]; then "
+        f"{root}/etc/init.d/{service} start >/dev/null 2>&1 && n=$((n+1)); fi\n"
+        for service, marker in SERVICES) + "echo $n\n"
+
+
+def start_services(init: Proc, root: Path, name: str) -> int:
+    """Start the configured daemons of a freshly started host; how many were started."""
+    proc = run_in(init, root, name, ["sh", "-c", services_script()], check=False, timeout=120)
+    try:
+        return int(proc.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return 0
+
+
 def provision_script(name: str, hosts_file: str, apt_line: str, authorized_key: str) -> str:
     """Idempotent first-boot and every-boot setup inside a host; prints its host key last."""
     def heredoc(path: str, text: str) -> str:

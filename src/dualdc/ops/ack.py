@@ -38,7 +38,7 @@ from dualdc.reports.drift import Acknowledgement, DriftItem, ItemStatus
 
 LEDGER_NAME = "drift-ack.yaml"
 MAX_LEDGER_BYTES = 4 * 1024 * 1024
-KINDS = ("host", "stack", "lab")
+KINDS = ("host", "stack", "lab", "data")
 _GLOB = re.compile(r"[*?\[]")
 
 
@@ -50,7 +50,7 @@ class DriftAck(BaseModel):
     target: str = Field(
         min_length=3,
         description="Drift item id or a shell-style pattern over ids, e.g. 'host:gj-app-01/base : Configure "
-        "journald' or 'stack:site.gwangju/*'. Kinds: host, stack, lab.",
+        "journald' or 'stack:site.gwangju/*'. Kinds: host, stack, lab, data.",
     )
     reason: str = Field(min_length=10, description="Why the drift is accepted for now.")
     owner: str = Field(min_length=2, description="Who owns removing the drift (a login or team name).")

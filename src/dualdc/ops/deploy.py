@@ -268,6 +268,8 @@ def deploy(spec: DeploySpec, report: DeployReport) -> DeployReport:
                 )
             continue
         failed = not _apply_site(spec, report, site, layers, apply_stacks)
+    if not failed and spec.site is None and Layer.HOSTS in layers and database_hosts(topology):
+        failed = not _converge_databases(spec, report)
     if not failed and spec.site is None and Layer.STACKS in layers:
         for target in _replication(topology):
             if not _stack_step(spec, report, None, target, apply=apply_stacks, what="replication:stacks"):
@@ -301,6 +303,54 @@ def deploy(spec: DeploySpec, report: DeployReport) -> DeployReport:
     return _done(report, t0).finish(
         DeployResult.SUCCESS, 0, f"applied and verified: {', '.join(report.applied)}"
     )
+
+
+def database_hosts(topology: Topology) -> list[str]:
+    """The db and backup hosts of the host databases, which the deploy converges once more."""
+    names: set[str] = set()
+    for svc in topology.host_databases():
+        assert svc.database is not None
+        names.update(h for _, h, _ in svc.database.placements())
+        repo = topology.repository_host(svc)
+        if repo is not None:
+            names.add(repo.name)
+    return sorted(names)
+
+
+def _converge_databases(spec: DeploySpec, report: DeployReport) -> bool:
+    """Converge the database hosts again once every site's primaries are up, then check them.
+
+    Each site's converge brings up the primaries it holds; a standby or a repository whose
+    primary is at a later site waits (its role says so and changes nothing). This pass
+    clones those standbys and creates those stanzas, and a check-mode run must then find
+    nothing left to change on these hosts.
+    """
+    names = database_hosts(spec.topology)
+    spec.progress(f"databases: standbys and backup repositories on {len(names)} host(s)")
+    for check in (False, True):
+        step = _start(report, None, Layer.HOSTS, "verify databases" if check else "converge databases")
+        run = PlaybookRun(env=spec.topology.environment.name, limit=",".join(names), check=check, diff=True,
+                          **spec.run_options)
+        try:
+            with deferred_interrupts() as cancelled:
+                run.cancel = cancelled
+                result = run_playbook(run, on_event=spec.on_event)
+        except RunError as exc:
+            _end(step, StepStatus.FAILED, f"cannot run the playbook: {exc}")
+            return False
+        problems = [f"{t.host}: {task_label(t)}: {t.msg}"[:300] for t in result.failed_tasks[:5]]
+        problems += [f"{h}: unreachable" for h in result.unreachable_hosts]
+        if not result.completed and result.error:
+            problems.append(result.error[:500])
+        if check and result.changed_tasks:
+            problems += [f"{t.host}: {task_label(t)} would change" for t in result.changed_tasks[:5]]
+        if problems:
+            _end(step, StepStatus.FAILED, "; ".join(problems))
+            return False
+        status = StepStatus.VERIFIED if check else StepStatus.APPLIED
+        _end(step, status,
+             f"{len(result.hosts)} host(s), {len(result.changed_tasks)} change(s); run {result.ident}")
+    return True
 
 
 def _done(report: DeployReport, t0: float) -> DeployReport:

@@ -31,6 +31,7 @@ from dualdc.flows import primary_interface
 from dualdc.model import Layer, Source, Topology
 from dualdc.ops import audit, stacklayer
 from dualdc.ops.ack import Ledger
+from dualdc.ops.drstatus import data_layer
 from dualdc.ops.redact import scrub
 from dualdc.ops.run import deferred_interrupts
 from dualdc.policy import run_policy
@@ -426,6 +427,9 @@ def run_drift(spec: DriftRun) -> DriftReport:
         report.coverage = hosts.coverage
     if Layer.STACKS in wanted:
         report.layers.append(stacklayer.drift_layer(topology, spec.site, spec.backend, spec.progress))
+    if Layer.DATA in wanted and topology.host_databases():
+        spec.progress("data: replication and backups of the host databases (PostgreSQL, pgBackRest)")
+        report.layers.append(data_layer(topology, sites))
     if Layer.LAB in wanted and topology.environment.lab and spec.lab_probe is not None:
         spec.progress("lab: reachability probe over the declared and forbidden flows")
         report.layers.append(spec.lab_probe(topology, sites))

@@ -107,7 +107,8 @@ class DriftItem(BaseModel):
 
     id: str = Field(
         description="Stable id; drift-ack targets match it. 'host:NAME/TASK', "
-        "'stack:PROJECT.STACK/RESOURCE[/PROPERTY]', 'lab:probe/FLOW', 'model:RULE/TARGET'."
+        "'stack:PROJECT.STACK/RESOURCE[/PROPERTY]', 'lab:probe/FLOW', 'model:RULE/TARGET', "
+        "'data:SERVICE/CHECK[/HOST]'."
     )
     layer: Layer = Field(description="Layer the difference is in.")
     target: str = Field(description="Name of the checked target it was found on (see CheckedTarget.name).")
@@ -171,7 +172,7 @@ class CoverageGap(BaseModel):
 class LayerReport(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    layer: Layer = Field(description="model, hosts, stacks or lab.")
+    layer: Layer = Field(description="model, hosts, stacks, lab or data.")
     status: LayerStatus = Field(description="Outcome of the layer.")
     note: str = Field(default="", description="What the layer did here, said plainly (e.g. rendered only).")
     checked: list[CheckedTarget] = Field(default_factory=list, description="Everything the layer checked.")

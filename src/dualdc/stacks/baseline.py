@@ -129,7 +129,7 @@ def namespace_baseline(topology: Topology, ref: NamespaceRef) -> NamespaceBaseli
     claims = 0
     for svc, _role in databases:
         assert svc.database is not None
-        storage_gib += svc.database.instances * svc.database.storage_gib
+        storage_gib += svc.database.instances * (svc.database.storage_gib or 0)
         claims += svc.database.instances + 1
     quota = {
         "requests.cpu": cpu_quantity(cpu_milli),
@@ -147,7 +147,7 @@ def namespace_baseline(topology: Topology, ref: NamespaceRef) -> NamespaceBaseli
         "defaultRequest": dict(CONTAINER_DEFAULT_REQUEST),
     }]
     if databases:
-        largest = max(s.database.storage_gib for s, _ in databases if s.database is not None)
+        largest = max(s.database.storage_gib or 0 for s, _ in databases if s.database is not None)
         limits.append({"type": "PersistentVolumeClaim", "max": {"storage": f"{largest}Gi"}})
 
     tenant = topology.tenant(ref.tenant)

@@ -202,7 +202,7 @@ def database_sides(topology: Topology, service: Service, registry: str,
         endpoint = endpoints[(service.name, site)]
         spec: dict[str, Any] = {
             "instances": db.instances,
-            "imageName": f"{registry}/cloudnative-pg/postgresql:{db.postgres_version}",
+            "imageName": f"{registry}/cloudnative-pg/postgresql:{db.version}",
             "inheritedMetadata": {"labels": {LABEL_DATABASE: service.name, LABEL_TENANT: service.tenant}},
             "storage": {"size": f"{db.storage_gib}Gi"},
             "resources": database_resources(service),
@@ -339,7 +339,7 @@ def namespace_backups(topology: Topology) -> BackupPlan:
     for svc in backup_services(topology):
         for cluster in sorted(svc.clusters):
             site = topology.cluster(cluster).site
-            target = svc.backup.target_site if svc.backup else topology.peer_site(site)
+            target = topology.backup_site(svc) or topology.dr_peer(site)
             if target == site:
                 continue  # these pods are backed up from the other site's cluster (BK-01)
             merged.setdefault((cluster, service_namespace(svc), target), []).append(svc)

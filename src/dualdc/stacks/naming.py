@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dualdc.model import Cluster, ReplicationKind, Service, Topology, Zone
+from dualdc.model import Cluster, DatabasePlatform, ReplicationKind, Service, Topology, Zone
 from dualdc.stacks.errors import StackError
 
 #: The label and annotation domain of everything the stacks declare.
@@ -133,7 +133,8 @@ class DatabasePlacement:
 def replicated_databases(topology: Topology) -> list[Service]:
     """Services with a database replicated by CloudNativePG, by name."""
     return sorted(
-        (s for s in topology.services if s.database is not None and ReplicationKind.CNPG in s.replication),
+        (s for s in topology.services if s.database is not None and ReplicationKind.CNPG in s.replication
+         and s.database.platform is DatabasePlatform.CNPG),
         key=lambda s: s.name)
 
 
@@ -145,7 +146,7 @@ def database_placement(topology: Topology, service: Service) -> DatabasePlacemen
     """
     primary_site = service.primary_site
     try:
-        replica_site = topology.peer_site(primary_site)
+        replica_site = topology.dr_peer(primary_site)
     except KeyError:
         raise StackError([f"service {service.name!r}: site {primary_site!r} has no peer site for a "
                           "replica database"]) from None

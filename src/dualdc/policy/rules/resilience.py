@@ -9,7 +9,7 @@ from decimal import Decimal
 
 import networkx as nx
 
-from dualdc.model import DrMode, HostRole, ReplicationKind, Service, Severity
+from dualdc.model import DatabasePlatform, DrMode, HostRole, ReplicationKind, Service, Severity
 from dualdc.policy.engine import Context, Finding, Param, rule
 from dualdc.policy.rules.common import check_lists
 
@@ -38,7 +38,10 @@ def dr01(ctx: Context) -> Iterator[Finding]:
     - it runs at its primary site's peer too (on a cluster or host there): a replica;
     - its DR mode is ``active-active`` or ``active-standby``: ``backup-restore`` is a
       restore, not a replica;
-    - if it has a database, the database is replicated (``cnpg`` replica cluster);
+    - if it has a database, the database is replicated: a ``cnpg`` database by a replica
+      cluster (``cnpg`` in ``replication``); a ``hosts`` database by a standby declared at
+      the primary site's DR peer (``Site.dr_peer``) that really sits there, on a host of
+      the service's tenant;
     - its ``rto_minutes`` is at most ``max_rto_minutes``.
     """
     topo = ctx.topology
@@ -47,7 +50,7 @@ def dr01(ctx: Context) -> Iterator[Finding]:
         target = f"service:{svc.name}"
         sites = topo.service_sites(svc)
         try:
-            peer = topo.peer_site(svc.primary_site)
+            peer: str | None = topo.dr_peer(svc.primary_site)
         except KeyError:
             peer = None
         if peer is not None and peer not in sites:
@@ -67,7 +70,10 @@ def dr01(ctx: Context) -> Iterator[Finding]:
                 svc,
                 "dr_mode",
             )
-        if svc.database is not None and ReplicationKind.CNPG not in svc.replication:
+        db = svc.database
+        if db is not None and db.platform is DatabasePlatform.HOSTS:
+            yield from _dr_standbys(ctx, svc, peer)
+        elif db is not None and ReplicationKind.CNPG not in svc.replication:
             yield ctx.finding(
                 target,
                 f"the database of tier-{svc.tier} service {svc.name} is not replicated to the "
@@ -83,6 +89,35 @@ def dr01(ctx: Context) -> Iterator[Finding]:
                 svc,
                 "rto_minutes",
             )
+
+
+def _dr_standbys(ctx: Context, svc: Service, peer: str | None) -> Iterator[Finding]:
+    """DR-01 for a host database: a standby of the right tenant at the DR peer."""
+    topo = ctx.topology
+    db = svc.database
+    assert db is not None
+    target = f"service:{svc.name}"
+    if peer is None:
+        return
+    declared = db.hosts.get(peer)
+    if declared is None or not declared.standbys:
+        yield ctx.finding(target, (
+            f"the database of tier-{svc.tier} service {svc.name} has no standby at {peer}, the DR peer "
+            f"of its primary site {svc.primary_site} (name one under database.hosts.{peer}.standbys)"),
+            svc, "database.hosts")
+        return
+    for name in declared.standbys:
+        host = topo.host(name)
+        if host.site != peer:
+            own = " (the primary's own site)" if host.site == svc.primary_site else ""
+            yield ctx.finding(target, (
+                f"the DR standby {name} of {svc.name}'s database sits at {host.site}{own}, not at the DR "
+                f"peer {peer}"), svc, f"database.hosts.{peer}")
+        elif host.tenant != svc.tenant:
+            yield ctx.finding(target, (
+                f"the DR standby {name} of {svc.name}'s database is a host of {host.tenant}; "
+                f"{svc.tenant}'s data replicates only to {svc.tenant}'s hosts"),
+                svc, f"database.hosts.{peer}")
 
 
 def distance_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
@@ -245,8 +280,10 @@ def cap01(ctx: Context) -> Iterator[Finding]:
 def bk01(ctx: Context) -> Iterator[Finding]:
     """Backups land at the other site.
 
-    Every service with a ``backup`` sends it to a site other than its primary site, and
-    that site has a ``backup`` host to receive it; backups are kept at least
+    Every service with a ``backup`` sends it to a site other than its primary site
+    (``target_site``, else the primary site's DR peer), and that site has a ``backup`` host
+    to receive it; a host database's pgBackRest repository (``repository_host``, else the
+    first backup host there) is a ``backup`` host at that site; backups are kept at least
     ``min_retention_days``. Every stateful service (one with a database or a replication
     mechanism) of tier ``tier`` or lower has a backup at all: replication copies mistakes
     too, only a backup undoes them.
@@ -266,7 +303,12 @@ def bk01(ctx: Context) -> Iterator[Finding]:
                     svc,
                 )
             continue
-        if backup.target_site == svc.primary_site:
+        site = topo.backup_site(svc)
+        if site is None:
+            yield ctx.finding(target, (
+                f"the backups of {svc.name} name no target_site and its primary site "
+                f"{svc.primary_site} names no dr_peer"), backup)
+        elif site == svc.primary_site:
             yield ctx.finding(
                 target,
                 f"the backups of {svc.name} land at its primary site {svc.primary_site}; "
@@ -274,14 +316,21 @@ def bk01(ctx: Context) -> Iterator[Finding]:
                 backup,
                 "target_site",
             )
-        elif backup.target_site not in receivers:
+        elif site not in receivers:
             yield ctx.finding(
                 target,
-                f"the backups of {svc.name} go to {backup.target_site}, which has no backup "
+                f"the backups of {svc.name} go to {site}, which has no backup "
                 "host to receive them",
                 backup,
                 "target_site",
             )
+        elif svc.database is not None and svc.database.platform is DatabasePlatform.HOSTS:
+            repo = topo.repository_host(svc)
+            if repo is not None and (repo.site != site or repo.role is not HostRole.BACKUP):
+                yield ctx.finding(target, (
+                    f"the pgBackRest repository of {svc.name} is on {repo.name}, a {repo.role.value} "
+                    f"host at {repo.site}; it belongs on a backup host at {site}, the backup target"),
+                    backup, "repository_host")
         if backup.retention_days < keep:
             yield ctx.finding(
                 target,
