@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dualdc.flows import Connection, expand, inbound_to_host
+from dualdc.flows import Connection, connections, inbound_to_host
 from dualdc.model import Host, Protocol, Service, Topology
 
 POSTGRES_PORT = 5432
@@ -66,14 +66,24 @@ def _carries(conn: Connection, port: int) -> bool:
     return conn.flow.protocol is Protocol.TCP and (not conn.ports or port in conn.ports)
 
 
+def _host_pairs(topology: Topology) -> dict[tuple[str, str], list[Connection]]:
+    """(source host, destination host) -> their tcp connections in flow order (once per topology)."""
+    cache = topology.cache
+    if "database_host_pairs" not in cache:
+        found: dict[tuple[str, str], list[Connection]] = {}
+        for conn in connections(topology):
+            if (conn.flow.protocol is Protocol.TCP and conn.source.host is not None
+                    and conn.destination.host is not None):
+                found.setdefault((conn.source.host, conn.destination.host), []).append(conn)
+        cache["database_host_pairs"] = found
+    return cache["database_host_pairs"]  # type: ignore[no-any-return]
+
+
 def flow_address(topology: Topology, source: str, destination: str, port: int) -> str | None:
     """The address ``destination`` is reached on from ``source`` by a declared tcp flow on ``port``."""
-    for flow in topology.flows:
-        if flow.protocol is not Protocol.TCP:
-            continue
-        for conn in expand(topology, flow):
-            if conn.source.host == source and conn.destination.host == destination and _carries(conn, port):
-                return str(conn.destination.networks[0].network_address)
+    for conn in _host_pairs(topology).get((source, destination), []):
+        if _carries(conn, port):
+            return str(conn.destination.networks[0].network_address)
     return None
 
 

@@ -560,7 +560,9 @@ class Database(Entity):
             if len(primaries) != 1:
                 raise ValueError(f"a 'hosts' database names exactly one primary host, found "
                                  f"{len(primaries)} ({', '.join(primaries) or 'none'})")
-            if "storage_gib" in self.model_fields_set or "instances" in self.model_fields_set:
+            # Judged by value, not by presence, so that a dumped topology loads again.
+            default_instances = type(self).model_fields["instances"].default
+            if self.storage_gib is not None or self.instances != default_instances:
                 raise ValueError("storage_gib and instances are cnpg settings; a 'hosts' database "
                                  "uses its hosts' disks")
 
@@ -840,8 +842,8 @@ class Topology(Entity):
         if service.backup.repository_host is not None:
             return self.host(service.backup.repository_host)
         site = self.backup_site(service)
-        found = sorted((h for h in self.hosts if h.site == site and h.role is HostRole.BACKUP),
-                       key=lambda h: h.name)
+        found = sorted((h for h in self.hosts_at(site) if h.role is HostRole.BACKUP),
+                       key=lambda h: h.name) if site is not None else []
         return found[0] if found else None
 
     def management_address(self, host: Host) -> ipaddress.IPv4Address:

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from dualdc import flows, inventory
+from dualdc import databases, flows, inventory
 from dualdc.loader import load_environment
 from dualdc.model import Host, HostRole, Topology, Zone
 
@@ -65,7 +65,10 @@ def _lands_on(topology: Topology, host: Host, conn: flows.Connection) -> bool:
     if kind == "service":
         svc = topology.service(name)
         placed = host.name in svc.hosts or (host.cluster is not None and host.cluster in svc.clusters)
-        return placed and dest.segment in segments
+        # ... and only where the service's exact addresses include the host's (a cluster's
+        # control plane is not where its services' pods are reached).
+        reached = any(i.address in n for n in dest.networks for i in host.interfaces)
+        return placed and dest.segment in segments and reached
     return False
 
 
@@ -104,7 +107,7 @@ def _reference(topology: Topology, host: Host) -> dict[str, Any]:
         "dualdc_environment": env.name,
         "dualdc_lab": env.lab,
         "dualdc_site": host.site,
-        "dualdc_peer_site": next(s.name for s in topology.sites if s.name != host.site),
+        "dualdc_peer_site": next(s.dr_peer for s in topology.sites if s.name == host.site),
         "dualdc_rack": host.rack,
         "dualdc_role": host.role.value,
         "dualdc_tenant": host.tenant,
@@ -137,6 +140,13 @@ def _reference(topology: Topology, host: Host) -> dict[str, Any]:
         "dualdc_cluster_service_cidr": str(cluster.service_cidr) if cluster else None,
         "dualdc_kubernetes_version": ((cluster.kubernetes_version if cluster else None)
                                       or env.kubernetes_version),
+        # The database settings' own meaning is tested in tests/roles (PostgreSQL and pgBackRest);
+        # here only that each host ends up with its own, wherever the inventory sets them.
+        "dualdc_postgresql": databases.postgresql_vars(topology, host),
+        "dualdc_pgbackrest": databases.pgbackrest_vars(topology, host),
+        "dualdc_pki": None if env.pki is None else {
+            "ca_name": env.pki.ca_name,
+            "directory": str(Path(__file__).resolve().parents[2] / env.pki.directory)},
     }
     if env.lab:
         from dualdc.lab.config import LabConfig, lab_connection_vars
