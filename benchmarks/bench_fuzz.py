@@ -32,7 +32,7 @@ import yaml
 
 from dualdc import cli
 from dualdc.loader import TopologyError, load_topology
-from dualdc.model import Entity, Topology
+from dualdc.model import Entity, Topology, entity_in
 from dualdc.policy import run_policy
 
 LAB = Path(__file__).resolve().parents[1] / "inventories" / "lab"
@@ -74,21 +74,11 @@ HOSTILE_NUMBERS: list[Any] = [
 
 def _strings_and_entities(cls: type[Entity], prefix: tuple[str, ...], out: list[tuple[str, ...]]) -> None:
     for name, info in cls.model_fields.items():
-        nested = _entity_of(info.annotation)
+        nested = entity_in(info.annotation)
         if nested is not None:
             _strings_and_entities(nested, (*prefix, name), out)
         else:
             out.append((*prefix, name))
-
-
-def _entity_of(annotation: Any) -> type[Entity] | None:
-    if isinstance(annotation, type) and issubclass(annotation, Entity):
-        return annotation
-    for arg in typing.get_args(annotation):
-        found = _entity_of(arg)
-        if found is not None:
-            return found
-    return None
 
 
 def _is_str(annotation: Any) -> bool:
@@ -107,7 +97,7 @@ _strings_and_entities(Topology, (), FIELD_PATHS)
 def _annotation(path: tuple[str, ...]) -> Any:
     cls: Any = Topology
     for part in path[:-1]:
-        cls = _entity_of(cls.model_fields[part].annotation)
+        cls = entity_in(cls.model_fields[part].annotation)
     return cls.model_fields[path[-1]].annotation
 
 

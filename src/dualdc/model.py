@@ -19,7 +19,7 @@ import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     AfterValidator,
@@ -311,6 +311,20 @@ class Entity(BaseModel):
             found = positions.get(part, found)
             node = node[part]
         return _source(found) if found else _source(raw.pos)
+
+
+def entity_in(annotation: Any) -> type[Entity] | None:
+    """The entity class a field's annotation holds (``Site``, ``list[Site]``, ``Site | None`` …), if any.
+
+    For tools that walk the model's fields (the unsafe-strings test, the fuzz benchmark).
+    """
+    if isinstance(annotation, type) and issubclass(annotation, Entity):
+        return annotation
+    for arg in get_args(annotation):
+        found = entity_in(arg)
+        if found is not None:
+            return found
+    return None
 
 
 # --------------------------------------------------------------------------- environment

@@ -29,7 +29,7 @@ from pydantic import BaseModel, ValidationError
 
 from dualdc import inventory
 from dualdc.loader import load_topology
-from dualdc.model import Entity, Topology
+from dualdc.model import Topology, entity_in
 
 ROOT = Path(__file__).resolve().parents[2]
 LAB = ROOT / "inventories" / "lab"
@@ -52,23 +52,13 @@ def _string_kinds(annotation: Any) -> tuple[bool, bool]:
     return False, False
 
 
-def _entity_of(annotation: Any) -> type[BaseModel] | None:
-    if isinstance(annotation, type) and issubclass(annotation, Entity):
-        return annotation
-    for arg in typing.get_args(annotation):
-        found = _entity_of(arg)
-        if found is not None:
-            return found
-    return None
-
-
 def string_fields(
     cls: type[BaseModel] = Topology, prefix: tuple[str, ...] = ()
 ) -> list[tuple[tuple[str, ...], bool]]:
     """Every string field of the model as (path of field names, is a list), entities walked recursively."""
     found: list[tuple[tuple[str, ...], bool]] = []
     for name, info in cls.model_fields.items():
-        nested = _entity_of(info.annotation)
+        nested = entity_in(info.annotation)
         if nested is not None:
             found += string_fields(nested, (*prefix, name))
             continue
@@ -192,7 +182,7 @@ def hostile(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
             unplaced.append(path)
             continue
         # The shape of a field is judged by its entity: validate just the one holding the value.
-        entity = _entity_of(Topology.model_fields[path[0]].annotation)
+        entity = entity_in(Topology.model_fields[path[0]].annotation)
         assert entity is not None
         raw = next(_first(d[path[0]]) for d in docs.values() if path[0] in d)
         try:
