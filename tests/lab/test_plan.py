@@ -93,7 +93,8 @@ def test_firewall_allows_each_routed_connection_and_nothing_inside_a_segment(
 def test_probe_plan_covers_every_connection_and_forbids_only_what_no_flow_allows(
         topology: Topology, layout: plan.LabPlan) -> None:
     probes, skipped = verify.plan_probes(topology, layout)
-    assert skipped == []
+    # only database hosts of both banks in one segment (the shared mgmt segment) go unprobed here
+    assert all("same segment, separated by the hosts' own firewalls only" in s for s in skipped), skipped
     declared = {p.reason.removeprefix("flow ") for p in probes
                 if p.kind == "declared" and p.category == "flow"}
     assert declared == {f.name for f in topology.flows}
@@ -118,7 +119,10 @@ def test_bank_database_hosts_are_probed_apart_and_replicate_only_to_their_own(
         for b in dbs.values():
             if a.tenant == b.tenant:
                 continue
-            for iface in b.interfaces:  # every address of the other bank's database host, every port
+            shared = {i.segment for i in a.interfaces}
+            # every routed address of the other bank's database host, every port (in a segment both
+            # sit in, no router stands between them: the hosts' own firewalls part them there)
+            for iface in (i for i in b.interfaces if i.segment not in shared):
                 ports = {p.port for p in probes if p.kind == "forbidden" and p.destination == ("host", b.name)
                          and p.source == ("host", a.name) and p.dst == str(iface.address)}
                 assert ports >= tcp_ports, (a.name, b.name, str(iface.address))

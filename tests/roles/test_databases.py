@@ -47,7 +47,8 @@ def test_pg_hba_has_one_line_per_allowed_endpoint_and_never_the_other_bank(
     assert lines[:2] == [["local", "all", "postgres", "peer"], ["local", "all", "all", "peer"]]
     remote = lines[2:]
     assert all(line[0] == "hostssl" and line[-1] == "scram-sha-256" for line in remote), remote
-    assert ["hostssl", "replication", "repl_kj_core_banking", "10.20.110.19/32", "scram-sha-256"] in remote
+    # the peer standby, by its address in Kwangju Bank's own replication segment at Jeonju
+    assert ["hostssl", "replication", "repl_kj_core_banking", "10.20.41.19/32", "scram-sha-256"] in remote
     assert not any("0.0.0.0/0" in line or "jb" in " ".join(line) for line in remote), remote
     jb_addresses = {i["address"] for h in ("gj-db-jb-01", "jj-db-jb-01")
                     for i in lab_inventory["hostvars"][h]["dualdc_interfaces"]}
@@ -60,7 +61,8 @@ def test_standby_streams_from_the_primary_over_tls_with_its_slot(renderer: Rende
     text = renderer.render("postgresql", "10-dualdc.conf.j2", "jj-db-kj-01")
     conninfo = re.search(r"^primary_conninfo = '(.*)'$", text, re.M)
     assert conninfo is not None
-    assert "host=10.10.110.19" in conninfo.group(1) and "sslmode=verify-full" in conninfo.group(1)
+    # the primary's address in the bank's own replication segment (the contract of issues 14 and 16)
+    assert "host=10.10.41.19" in conninfo.group(1) and "sslmode=verify-full" in conninfo.group(1)
     assert "password" not in conninfo.group(1).replace("passfile", "")
     assert "primary_slot_name = 'standby_jj_db_kj_01'" in text
     primary = renderer.render("postgresql", "10-dualdc.conf.j2", "gj-db-kj-01")
