@@ -42,12 +42,7 @@ def test_committed_environments_pass_every_rule(env):
 def test_production_waiver_really_waives_a_finding():
     report = run_policy(load_environment("production"))
     waived = [f for f in report.findings if f.waived]
-    assert {(f.rule, f.target) for f in waived} == {
-        ("DR-01", "service:kj-card-services"),
-        # until production's per-tenant replication segments are declared (issue 14)
-        ("DB-02", "service:kj-core-banking"),
-        ("DB-02", "service:jb-core-banking"),
-    }
+    assert {(f.rule, f.target) for f in waived} == {("DR-01", "service:kj-card-services")}
     assert not [f for f in report.findings if f.rule == "WV-02"]
 
 
