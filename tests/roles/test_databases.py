@@ -134,3 +134,11 @@ def test_database_hosts_converge_after_every_site_in_deploy() -> None:
     assert database_hosts(load_environment("lab")) == [
         "gj-backup-01", "gj-db-jb-01", "gj-db-kj-01", "jj-backup-01", "jj-db-jb-01", "jj-db-kj-01"]
     assert len(database_hosts(load_environment("production"))) == 8 + 2
+
+
+def test_an_unreachable_repository_fails_a_wal_push_fast(renderer: Renderer) -> None:
+    """archive-push gives up on a repository it cannot reach within seconds (PostgreSQL keeps the
+    segment and retries), so a restart of the primary is not held by its archiver."""
+    text = renderer.render("postgresql", "pgbackrest.conf.j2", "gj-db-kj-01")
+    section = text.split("[global:archive-push]\n", 1)[1].split("\n[", 1)[0]
+    assert "io-timeout=10" in section.splitlines()
