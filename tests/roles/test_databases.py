@@ -141,4 +141,4 @@ def test_an_unreachable_repository_fails_a_wal_push_fast(renderer: Renderer) -> 
     segment and retries), so a restart of the primary is not held by its archiver."""
     text = renderer.render("postgresql", "pgbackrest.conf.j2", "gj-db-kj-01")
     section = text.split("[global:archive-push]\n", 1)[1].split("\n[", 1)[0]
-    assert "io-timeout=10" in section.splitlines()
+    assert "io-timeout=5" in section.splitlines()
