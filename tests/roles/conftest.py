@@ -46,17 +46,6 @@ def _trusted(value: Any) -> Any:
     return value
 
 
-def _trusted(value: Any) -> Any:
-    """Role files are trusted templates in Ansible (inventory values are not)."""
-    if isinstance(value, str):
-        return trust_as_template(value)
-    if isinstance(value, list):
-        return [_trusted(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _trusted(v) for k, v in value.items()}
-    return value
-
-
 def _yaml(path: Path) -> dict[str, Any]:
     """A role's defaults or vars file, trusted as Ansible trusts role content."""
     if not path.is_file():
