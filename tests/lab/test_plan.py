@@ -142,3 +142,14 @@ def test_forbidden_mgmt_probes_come_from_outside_mgmt(topology: Topology, layout
             src_in = [n for n in mgmt_nets if ipaddress.IPv4Address(p.src) in n]
             dst_in = [n for n in mgmt_nets if ipaddress.IPv4Address(p.dst) in n]
             assert src_in != dst_in  # never from inside the same mgmt segment (bastion's L2)
+
+
+def test_a_replication_interface_reaches_its_banks_replication_segments_at_the_other_site(
+        layout: plan.LabPlan) -> None:
+    """A standby's connection leaves from its replication address, the one the replication flows and
+    the firewalls name; without these routes it would leave through the host's default route."""
+    kj = layout.hosts["jj-db-kj-01"]
+    assert [(name, str(net)) for name, net in kj.replication_routes] == [("eth2", "10.10.41.0/24")]
+    jb = layout.hosts["gj-db-jb-01"]
+    assert [(name, str(net)) for name, net in jb.replication_routes] == [("eth2", "10.20.42.0/24")]
+    assert layout.hosts["gj-ntp-01"].replication_routes == ()

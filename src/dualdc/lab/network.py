@@ -176,6 +176,9 @@ def ensure_host_network(host: HostPlan, admin_up: bool = True) -> int:
         for net in host.mgmt_routes:
             spec = f"via {mgmt.gateway} dev {mgmt.name}"
             _ensure_route(snap, cmds, str(net), spec, gateways={str(mgmt.gateway)})
+    for name, net in host.replication_routes:
+        nic = host.nic(name)
+        _ensure_route(snap, cmds, str(net), f"via {nic.gateway} dev {nic.name}", gateways={str(nic.gateway)})
     # Source routing: a packet from an interface's address leaves through that interface's
     # gateway, so a probe bound to an address crosses the router the way the model says.
     rules = {(r.get("priority"), r.get("src"), str(r.get("table"))) for r in snap.rules}

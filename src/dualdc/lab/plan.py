@@ -88,6 +88,10 @@ class HostPlan:
     mgmt_address: ipaddress.IPv4Address
     mgmt_routes: tuple[ipaddress.IPv4Network, ...]
     """Networks routed via the management gateway (other mgmt segments, the controller)."""
+    replication_routes: tuple[tuple[str, ipaddress.IPv4Network], ...] = ()
+    """(interface, network): a replication interface reaches its tenant's replication segments
+    at the other sites through its own gateway, so a standby's connection to its primary leaves
+    from the address the model's replication flows (and so the firewalls) name."""
 
     def nic(self, name: str) -> Nic:
         return next(n for n in self.nics if n.name == name)
@@ -246,8 +250,15 @@ def build(topology: Topology, infra: ipaddress.IPv4Network,
         routes: tuple[ipaddress.IPv4Network, ...] = ()
         if mgmt is not None and mgmt.name != primary:
             routes = (*(n for n in mgmt_nets if n not in connected), infra)
+        replication = tuple(
+            (nic.name, other.cidr)
+            for nic in nics if nic.zone is Zone.REPLICATION
+            for other in topology.segments
+            if other.zone is Zone.REPLICATION and other.site != host.site
+            and other.tenant == topology.segment(nic.segment).tenant)
         hosts[host.name] = HostPlan(host.name, host.site, host_ns(host.name), tuple(nics), primary,
-                                    mgmt.name if mgmt else None, topology.management_address(host), routes)
+                                    mgmt.name if mgmt else None, topology.management_address(host), routes,
+                                    replication)
 
     routers: dict[str, RouterPlan] = {}
     edges: dict[str, EdgePlan] = {}
