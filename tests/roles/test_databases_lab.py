@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from dualdc.ansible import PlaybookRun, run_playbook
+from dualdc.databases import flow_address
 from dualdc.lab.pki import pki_directory
 from dualdc.loader import load_environment
 from dualdc.model import Layer
@@ -141,18 +142,22 @@ def test_backups_land_at_the_other_site_and_pgbackrest_check_passes(databases: A
 def test_replication_never_crosses_banks(databases: Any) -> None:
     lab = databases
     inventory = load_environment("lab")
-    jb_primary = str(inventory.host("jj-db-jb-01").interfaces[1].address)
-    # the firewall: a kjbank database host cannot even open a connection to a jbbank one,
-    # while the same probe to its own primary connects
-    kj_primary = str(inventory.host("gj-db-kj-01").interfaces[1].address)
+    # the firewall: a kjbank database host cannot even open a connection to a jbbank one on
+    # any of its addresses, while the same probe to its own primary, on the address the
+    # replication flow names, connects
+    kj_primary = flow_address(inventory, "jj-db-kj-01", "gj-db-kj-01", 5432)
+    assert kj_primary is not None
+    jb_addresses = [str(i.address) for name in ("gj-db-jb-01", "jj-db-jb-01")
+                    for i in inventory.host(name).interfaces]
 
     def connect(address: str) -> str:
         return sh(lab, "jj-db-kj-01", f"timeout 5 bash -c 'exec 3<>/dev/tcp/{address}/5432' 2>&1; echo rc=$?",
                   check=False).stdout
 
     assert "rc=0" in connect(kj_primary)
-    blocked = connect(jb_primary)
-    assert "rc=124" in blocked or "refused" in blocked, blocked
+    for address in jb_addresses:
+        blocked = connect(address)
+        assert "rc=124" in blocked or "refused" in blocked, (address, blocked)
     # pg_hba: where the firewall lets the peer in, the other bank's replication user is refused
     conninfo = (
         f"host={kj_primary} port=5432 user=repl_jb_core_banking dbname=replication replication=true "

@@ -11,6 +11,8 @@ import functools
 import json
 import subprocess
 import sys
+import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -244,3 +246,56 @@ def test_a_no_log_task_that_would_change_is_drift_without_showing_why(project: P
         for path in result.artifacts_dir.rglob("*"):
             if path.is_file():
                 assert SECRET not in path.read_text(errors="replace"), path
+
+
+SLEEPER = """
+- name: Sleeper play
+  hosts: all
+  gather_facts: false
+  tasks:
+    - name: Sleep long enough to be cancelled
+      ansible.builtin.command: "sleep {seconds} {marker}"
+      changed_when: false
+"""
+
+
+def _processes_with(marker: str) -> list[str]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if marker in cmdline:
+                found.append(f"{entry.name}: {cmdline[:100]}")
+    return found
+
+
+@pytest.mark.parametrize("how", ["cancel", "timeout"])
+@pytest.mark.parametrize("strategy", ["dualdc_free", "linear"])
+def test_a_cancelled_or_timed_out_run_leaves_no_process(project: Path, how: str, strategy: str) -> None:
+    """ansible-core 2.19 starts each worker in a session of its own, so killing the playbook's
+    process group alone would leave the worker and its task's command running."""
+    marker = f"9{uuid.uuid4().int % 10**8}"  # a distinct argument of `sleep`, to find its process by
+    (project / "playbooks" / "sleeper.yml").write_text(SLEEPER.format(seconds=300, marker=marker))
+    t0 = time.monotonic()
+    started: list[float] = []
+
+    def cancel() -> bool:
+        if not started and _processes_with(f"sleep 300 {marker}"):
+            started.append(time.monotonic())
+        return bool(started) and time.monotonic() - started[0] > 1
+
+    options: dict[str, object] = {"cancel": cancel} if how == "cancel" else {"timeout": 15}
+    result = run(project, playbook="playbooks/sleeper.yml", strategy=strategy, **options)
+    assert time.monotonic() - t0 < 120
+    if how == "cancel":
+        assert started, "the task's command never started"
+        assert result.status == "canceled"
+    else:
+        assert result.status == "timeout"
+    deadline = time.monotonic() + 10
+    while _processes_with(marker) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _processes_with(marker) == []

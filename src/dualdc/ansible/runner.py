@@ -16,6 +16,7 @@ the same playbook with Ansible's own defaults.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import importlib.util
 import json
@@ -23,6 +24,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import sys
 import time
 import uuid
@@ -33,6 +35,7 @@ from typing import Any
 
 import ansible_runner
 import yaml
+from ansible_runner.utils import signal_handler
 
 from dualdc.ansible.results import Collector, RunOptions, RunResult, TaskResult
 from dualdc.redact import scrub
@@ -85,8 +88,8 @@ class PlaybookRun:
     extravars: dict[str, Any] = field(default_factory=dict)
     root: Path = field(default_factory=project_root)
     cancel: Callable[[], bool] | None = None
-    """Polled while the run goes; True cancels it (ansible-runner ends the playbook's processes).
-    Given, ansible-runner also leaves the caller's SIGINT/SIGTERM handlers alone."""
+    """Polled while the run goes; True cancels it and ends the playbook's processes. Given, the
+    caller's SIGINT/SIGTERM handlers are left alone; not given, those signals cancel the run."""
     state_root: Path | None = None
     """Default: ``<root>/.state``."""
 
@@ -223,6 +226,90 @@ def write_unsafe_extravars(extravars: dict[str, Any], path: Path) -> None:
     path.chmod(0o600)
 
 
+def _parents() -> dict[int, int]:
+    """Every process's parent, read from ``/proc`` (processes that end meanwhile are left out)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+        # pid (comm) state ppid ...: comm may hold spaces and parentheses, so split after the last ')'
+        fields = stat[stat.rfind(")") + 2 :].split()
+        if len(fields) > 1:
+            parents[int(entry.name)] = int(fields[1])
+    return parents
+
+
+def _children(pid: int, parents: dict[int, int]) -> set[int]:
+    return {child for child, parent in parents.items() if parent == pid}
+
+
+def _descendants(roots: set[int], parents: dict[int, int]) -> list[int]:
+    found: list[int] = []
+    todo = list(roots)
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(_children(pid, parents))
+    return found
+
+
+class _RunGuard:
+    """The cancel callback ansible-runner polls: the caller's cancel, or the run's time limit.
+
+    When either fires, it ends the playbook's whole process tree itself. ansible-runner alone
+    kills only the ``ansible-playbook`` process group, and since ansible-core 2.19 each worker
+    process starts a session of its own (``os.setsid``), so the workers, and the SSH and
+    Mitogen processes under them, would run on with their tasks after a cancel.
+    """
+
+    def __init__(self, cancel: Callable[[], bool] | None, timeout: int | None) -> None:
+        self.cancel = cancel
+        self.deadline = time.monotonic() + timeout if timeout else None
+        self.before = _children(os.getpid(), _parents())
+        self.timed_out = False
+        self.ended: list[int] = []
+
+    def __call__(self) -> bool:
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            self.timed_out = True
+        if not self.timed_out and not (self.cancel is not None and self.cancel()):
+            return False
+        if not self.ended:
+            self.end_tree()
+        return True
+
+    def end_tree(self) -> None:
+        parents = _parents()
+        roots = _children(os.getpid(), parents) - self.before
+        tree = _descendants(roots, parents)
+        # the playbook first (its own handler passes SIGTERM to the workers), then everything left
+        for pid in roots:
+            _signal(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline and any(_alive(pid) for pid in tree):
+            time.sleep(0.1)
+        for pid in tree:
+            _signal(pid, signal.SIGKILL)
+        self.ended = tree
+
+
+def _signal(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, sig)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = (Path("/proc") / str(pid) / "stat").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return False
+    return state[state.rfind(")") + 2 :][:1] not in ("Z", "X")
+
+
 def run_playbook(run: PlaybookRun, on_event: EventSink | None = None) -> RunResult:
     """Run the playbook; stream each event to ``on_event``; return the collected result.
 
@@ -276,10 +363,9 @@ def run_playbook(run: PlaybookRun, on_event: EventSink | None = None) -> RunResu
         kwargs["cmdline"] = cmdline
     if run.host_pattern():
         kwargs["limit"] = run.host_pattern()
-    if run.timeout:
-        kwargs["timeout"] = run.timeout
-    if run.cancel is not None:
-        kwargs["cancel_callback"] = run.cancel
+    # with no cancel of the caller's, SIGINT/SIGTERM cancel the run, as ansible-runner's own default
+    guard = _RunGuard(run.cancel if run.cancel is not None else signal_handler(), run.timeout)
+    kwargs["cancel_callback"] = guard
     try:
         runner = ansible_runner.run(**{k: v for k, v in kwargs.items() if v is not None})
     finally:
@@ -292,7 +378,7 @@ def run_playbook(run: PlaybookRun, on_event: EventSink | None = None) -> RunResu
         env=run.env,
         ident=ident,
         rc=int(runner.rc if runner.rc is not None else -1),
-        status=str(runner.status),
+        status="timeout" if guard.timed_out else str(runner.status),
         artifacts_dir=artifacts,
         options=options,
         started=started.isoformat(timespec="seconds"),
