@@ -818,6 +818,9 @@ class Exemption(Entity):
         min_length=3,
         description="The provision departed from, with its edition, e.g. "
                     "'전자금융감독규정 제15조 제1항 제3호 (2025-02-05)'.")
+    provision_edition: dt.date = Field(
+        description="The edition (date) of the text the provision is cited from; EXM-01 warns when a newer "
+                    "edition has replaced it (articles may have moved).")
     flows: list[Name] = Field(default_factory=list, description="Scope: the flows the exemption covers.")
     services: list[Name] = Field(default_factory=list,
                                  description="Scope: the services the exemption covers.")

@@ -79,6 +79,7 @@ def _lab_documents(folder: Path) -> dict[str, dict[str, Any]]:
               "approval": "ISC-2026-01",
               "expires": "2099-01-01"}
     exemption = {"name": "sandbox", "kind": "sandbox", "provision": "전자금융감독규정 제15조",
+                 "provision_edition": "2025-02-05",
                  "flows": ["kj-pseudonymiser-to-ai"], "approval": "FSC-2025-01", "approved_on": "2025-01-01",
                  "risk_assessment": "RA-2025-01", "alternative_controls": ["별표7 monitoring"],
                  "expires": "2099-01-01",

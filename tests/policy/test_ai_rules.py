@@ -266,7 +266,8 @@ def test_exm01_an_approval_dated_in_the_future(prod):
 
 def test_exm01_expiring_soon_and_unused_are_warnings(lab):
     lab.files[lab.file_of("services")]["exemptions"] = [{
-        "name": "unused", "kind": "exception", "provision": "전자금융감독규정 시행세칙 제2조의2 (2025-02-05)",
+        "name": "unused", "kind": "exception", "provision": "전자금융감독규정 시행세칙 제2조의2",
+        "provision_edition": "2025-02-05",
         "services": ["kj-ai-results"], "approval": "ISC-2026-07", "approved_on": "2026-01-01",
         "risk_assessment": "RA-2026-02", "alternative_controls": ["별표7 logging"],
         "expires": (dt.date.today() + dt.timedelta(days=10)).isoformat()}]
@@ -326,7 +327,9 @@ def test_cross_references_to_dora_and_pci_dss():
 
 def test_an_exemption_naming_an_undeclared_flow_is_an_input_error(lab):
     lab.files[lab.file_of("services")]["exemptions"] = [{
-        "name": "typo", "kind": "exception", "provision": "시행세칙 제2조의2", "flows": ["no-such-flow"],
+        "name": "typo", "kind": "exception", "provision": "시행세칙 제2조의2",
+        "provision_edition": "2025-02-05",
+        "flows": ["no-such-flow"],
         "approval": "ISC-1", "approved_on": "2026-01-01", "risk_assessment": "RA-1",
         "alternative_controls": ["x"], "expires": "2027-01-01"}]
     with pytest.raises(TopologyError) as err:
@@ -340,6 +343,7 @@ def test_an_exemption_naming_an_undeclared_flow_is_an_input_error(lab):
 ])
 def test_exemption_shape_errors(lab, change, expected):
     exm = {"name": "ex", "kind": "sandbox", "provision": "시행세칙 제2조의2",
+           "provision_edition": "2025-02-05",
            "flows": ["kj-pseudonymiser-to-ai"],
            "approval": "FSC-1", "approved_on": "2025-01-01", "risk_assessment": "RA-1",
            "alternative_controls": ["x"], "expires": "2027-01-01"} | change
@@ -365,3 +369,14 @@ def test_a_pseudonymiser_sits_in_internal_and_personal_data_is_personal(lab):
     messages = " ".join(p.message for p in err.value.problems)
     assert "pseudonymisation service (pseudonymiser: true) sits in the internal zone" in messages
     assert "personal_data: true means the service holds personal data" in messages
+
+
+def test_exm01_a_provision_cited_from_a_superseded_edition_is_a_warning(prod):
+    prod.find("exemptions", "genai-sandbox")["provision_edition"] = "2024-07-01"
+    found = _only(prod, "EXM-01")
+    assert [(f.target, f.severity.value) for f in found] == [("exemption:genai-sandbox", "warning")]
+    assert "2025-02-05 edition replaced" in found[0].message
+    prod.env["policy"] = {"EXM-01": {"current_edition": "2025-13-01"}}
+    with pytest.raises(TopologyError) as err:
+        prod.report()
+    assert "expected an ISO date" in err.value.problems[0].message

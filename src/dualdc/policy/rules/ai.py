@@ -416,6 +416,15 @@ def ai04(ctx: Context) -> Iterator[Finding]:
 # --------------------------------------------------------------------------- EXM-01
 
 
+def _edition_param(params: dict[str, ParamValue]) -> dict[str, str]:
+    try:
+        dt.date.fromisoformat(str(params["current_edition"]))
+    except ValueError:
+        found = params["current_edition"]
+        return {"current_edition": f"expected an ISO date like 2025-02-05, found {found!r}"}
+    return {}
+
+
 @rule(
     "EXM-01",
     title="Exemptions are current, approved and used",
@@ -423,7 +432,11 @@ def ai04(ctx: Context) -> Iterator[Finding]:
     source=f"{EFSR} 시행세칙 제2조의2 (망분리 예외); {ROADMAP}",
     params={
         "warn_days": Param(60, "Warn this many days before an exemption expires."),
+        "current_edition": Param(
+            "2025-02-05", "The edition of 전자금융감독규정 and its 시행세칙 in force (ISO date); a provision "
+                          "cited from an older one is a warning."),
     },
+    param_check=_edition_param,
     waivable=False,
     edition="시행세칙 2025-02-05; 로드맵 2024-08-13",
     verified=False,
@@ -435,12 +448,15 @@ def exm01(ctx: Context) -> Iterator[Finding]:
     An exemption (a sandbox designation or a 시행세칙 제2조의2 exception) is an error once it
     has expired or while its approval date lies in the future; it is a warning when no
     declared flow uses it (no flow in its scope, and no flow to or from a service in its
-    scope) and when it expires within ``warn_days``. Exemptions are judged against the real
+    scope), when it expires within ``warn_days``, and when the provision it departs from is
+    cited from an edition older than ``current_edition`` (the 2025-02-05 rewrite moved articles:
+    re-check the citation and, if need be, the approval). Exemptions are judged against the real
     date, as waivers are. An exemption cannot be waived.
     """
     topo = ctx.topology
     today = topo.today()
     warn = ctx.get_int("warn_days")
+    current = dt.date.fromisoformat(ctx.get_str("current_edition"))
     ends: set[str] = set()
     for flow in topo.flows:
         ends.update((flow.source, flow.destination))
@@ -464,6 +480,12 @@ def exm01(ctx: Context) -> Iterator[Finding]:
                 f"exemption {exm.name} is dated {exm.approved_on.isoformat()}, after today: it is not "
                 "approved yet",
                 exm, "approved_on")
+        if exm.provision_edition < current:
+            yield ctx.finding(
+                target,
+                f"exemption {exm.name} cites {exm.provision!r} from the {exm.provision_edition.isoformat()} "
+                f"edition, which the {current.isoformat()} edition replaced: re-check the article",
+                exm, "provision_edition", severity=Severity.WARNING)
         if not exm.flows and not any(f"service:{s}" in ends for s in exm.services):
             yield ctx.finding(
                 target,
