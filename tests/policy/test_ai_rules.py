@@ -380,3 +380,11 @@ def test_exm01_a_provision_cited_from_a_superseded_edition_is_a_warning(prod):
     with pytest.raises(TopologyError) as err:
         prod.report()
     assert "expected an ISO date" in err.value.problems[0].message
+
+
+def test_data01_a_service_that_does_not_say_what_it_holds(lab):
+    del lab.find("services", "siem")["holds"]
+    found = _only(lab, "DATA-01")
+    assert [(f.target, f.severity.value) for f in found] == [("service:siem", "warning")]
+    lab.find("services", "siem")["personal_data"] = True  # personal_data: true says it
+    assert lab.pairs("DATA-01") == set()

@@ -499,7 +499,8 @@ def exm01(ctx: Context) -> Iterator[Finding]:
 
 @rule(
     "DATA-01",
-    title="Every flow that carries data out of the business network says what it carries",
+    title="Every flow that carries data out of the business network says what it carries, and every "
+          "service what it holds",
     severity=Severity.WARNING,
     source="신용정보의 이용 및 보호에 관한 법률 제2조 (개인신용정보·가명정보); 개인정보 보호법 제28조의2",
     params={
@@ -510,12 +511,14 @@ def exm01(ctx: Context) -> Iterator[Finding]:
     verified=False,
 )
 def data01(ctx: Context) -> Iterator[Finding]:
-    """Every flow that carries data out of the business network says what it carries (a warning).
+    """Every flow that carries data out of the business network says what it carries, and every
+    service what it holds (warnings).
 
     A flow with a connection from a segment of ``internal`` to any other zone, the internet
     or an outside institution declares ``data``: ``personal`` (개인(신용)정보),
-    ``pseudonymised`` (가명정보), ``anonymised`` or ``none``. AI-01 requires the same of every
-    flow into the AI zone, as an error.
+    ``pseudonymised`` (가명정보), ``anonymised`` or ``none``. Every service declares what it
+    holds (``holds``, or ``personal_data: true``). AI-01 requires the same of every flow into
+    the AI zone and every service in it, as errors.
     """
     topo = ctx.topology
     area = zones(ctx.params["from_zones"])
@@ -533,4 +536,11 @@ def data01(ctx: Context) -> Iterator[Finding]:
             f"flow {flow.name} leaves {here} for {there} "
             "but does not say what it carries (data: personal, pseudonymised, anonymised or none)",
             flow, "destination")
+    for svc in topo.services:
+        if svc.data_held is None:
+            yield ctx.finding(
+                f"service:{svc.name}",
+                f"service {svc.name} does not say what it holds (holds: personal, pseudonymised, anonymised "
+                "or none)",
+                svc, "zone")
 
