@@ -51,7 +51,7 @@ def deployed(lab: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, An
     """A fresh lab (hosts' disks wiped), deployed once with `invoke deploy --env lab --yes`.
 
     The ops tests check the deploy itself and tamper from there; the roles tests take its
-    per-site converges as the full converge of all 24 hosts. Whoever changes a host puts it back.
+    per-site converges as the full converge of every host. Whoever changes a host puts it back.
     """
     lab.down(purge=True)
     lab.up()

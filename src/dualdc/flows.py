@@ -25,7 +25,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from dualdc.model import Flow, Host, HostRole, Service, TenantKind, Topology, Zone
+from dualdc.model import WORKER_ROLES, Flow, Host, Service, TenantKind, Topology, Zone
 
 INTERNET = "internet"
 ANY_NETWORK = ipaddress.IPv4Network("0.0.0.0/0")
@@ -110,7 +110,7 @@ class _Index:
             for host in self.topology.hosts:
                 if host.cluster is not None:
                     every.setdefault(host.cluster, []).append(host)
-                    if host.role is HostRole.K8S_WORKER:
+                    if host.role in WORKER_ROLES:
                         workers.setdefault(host.cluster, []).append(host)
             self._nodes = {c: workers.get(c) or hosts for c, hosts in every.items()}
         return self._nodes.get(cluster, [])

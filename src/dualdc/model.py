@@ -164,6 +164,26 @@ class Zone(StrEnum):
     REPLICATION = "replication"
     BACKUP = "backup"
     DEV = "dev"
+    AI = "ai"
+    """AI 분석망: analytics and model serving (the Gwangju AI hub); only pseudonymised or anonymised
+    data flows in (AI-01), results leave only over declared publishing flows (AI-02)."""
+
+
+class DataClass(StrEnum):
+    """What a flow carries, or what a service holds (the 신용정보법's classes of data)."""
+
+    PERSONAL = "personal"
+    """개인(신용)정보: identifies a person."""
+    PSEUDONYMISED = "pseudonymised"
+    """가명정보: re-identifiable only with additional information kept apart."""
+    ANONYMISED = "anonymised"
+    """익명정보: no longer relates to an identifiable person."""
+    NONE = "none"
+    """No data about customers (control traffic, telemetry, time, logs of the platform itself)."""
+
+
+#: The data classes that may enter the ``ai`` zone (AI-01).
+AI_ADMISSIBLE = frozenset({DataClass.PSEUDONYMISED, DataClass.ANONYMISED})
 
 
 class TenantKind(StrEnum):
@@ -183,9 +203,36 @@ class HostRole(StrEnum):
     WEB = "web"
     GATEWAY = "gateway"
     APP = "app"
+    GPU_WORKER = "gpu_worker"
+    """A GPU node of the ``ai`` zone: a Kubernetes worker of an AI cluster when it names one."""
 
 
 K8S_ROLES = frozenset({HostRole.K8S_CONTROL_PLANE, HostRole.K8S_WORKER})
+#: Roles whose hosts run a cluster's workloads (a service on a cluster is reached through them).
+WORKER_ROLES = frozenset({HostRole.K8S_WORKER, HostRole.GPU_WORKER})
+#: Roles of hosts that may be nodes of a cluster.
+NODE_ROLES = K8S_ROLES | WORKER_ROLES
+
+
+class InstitutionKind(StrEnum):
+    """What an outside institution is: AI-03 watches flows to ``ai`` and ``saas``."""
+
+    FINANCIAL = "financial"
+    """Clearing houses, card networks, other banks (금융결제원, 카드사 …)."""
+    AI = "ai"
+    """An outside AI service (a generative model behind an API)."""
+    SAAS = "saas"
+    """Software as a service."""
+    OTHER = "other"
+
+
+class ExemptionKind(StrEnum):
+    """The regulator-facing ground of an exemption."""
+
+    SANDBOX = "sandbox"
+    """혁신금융서비스 지정 (regulatory sandbox), as the 2024-08-13 roadmap opens it for generative AI."""
+    EXCEPTION = "exception"
+    """A 전자금융감독규정 시행세칙 제2조의2 exception to network separation."""
 
 
 class DrMode(StrEnum):
@@ -337,6 +384,11 @@ class Mirrors(Entity):
     registry: HostPort = Field(description="host[:port] of the internal OCI registry mirror for containerd.")
     kubernetes_apt: MirrorUrl | None = Field(
         default=None, description="URL of the internal Kubernetes package repository; none disables it."
+    )
+    gpu_apt: MirrorUrl | None = Field(
+        default=None,
+        description="URL of the internal mirror of the GPU driver and NVIDIA container toolkit packages "
+                    "(gpu_worker hosts); none: those packages are not installed.",
     )
 
 
@@ -621,6 +673,14 @@ class Service(Entity):
     own_namespace: bool = Field(default=False, description="Give the service its own namespace.")
     relay: bool = Field(default=False, description="A declared relay into internal (NS-01).")
     personal_data: bool = Field(default=False, description="Processes personal data (LOG-01).")
+    holds: DataClass | None = Field(
+        default=None,
+        description="The most sensitive class of data the service holds (personal, pseudonymised, anonymised "
+                    "or none); required in the ai zone (AI-01). personal_data: true means personal.")
+    pseudonymiser: bool = Field(
+        default=False,
+        description="A declared pseudonymisation service in internal: the only source of data flows into the "
+                    "ai zone (AI-01), a relay-like hop.")
     cpu: float = Field(ge=0, allow_inf_nan=False,
                        description="CPU cores needed to run it at one site (CAP-01).")
     memory_gib: float = Field(ge=0, allow_inf_nan=False,
@@ -649,7 +709,19 @@ class Service(Entity):
             raise ValueError("replication 'velero' needs a backup")
         if self.dr_mode is DrMode.BACKUP_RESTORE and self.backup is None:
             raise ValueError("dr_mode 'backup-restore' needs a backup")
+        if self.personal_data and self.holds not in (None, DataClass.PERSONAL):
+            raise ValueError(f"personal_data: true means the service holds personal data, not "
+                             f"{self.holds.value!r}")
+        if self.pseudonymiser and self.zone is not Zone.INTERNAL:
+            raise ValueError("a pseudonymisation service (pseudonymiser: true) sits in the internal zone")
         return self
+
+    @property
+    def data_held(self) -> DataClass | None:
+        """What the service holds: ``holds``, else personal when ``personal_data`` says so."""
+        if self.holds is not None:
+            return self.holds
+        return DataClass.PERSONAL if self.personal_data else None
 
 
 class Institution(Entity):
@@ -657,6 +729,23 @@ class Institution(Entity):
     display_name: Label = Field(description="Human name, e.g. 금융결제원.")
     cidrs: list[ipaddress.IPv4Network] = Field(min_length=1, description="Its networks we connect to.")
     ports: list[Port] = Field(min_length=1, description="Ports it is reached on (EXT-01).")
+    kind: InstitutionKind = Field(
+        default=InstitutionKind.FINANCIAL,
+        description="financial (default), ai (an outside AI service), saas or other; flows from the ai zone "
+                    "to ai or saas need an exemption (AI-03).")
+    endpoint: HostPort | None = Field(
+        default=None,
+        description="ai/saas: the service's endpoint (host[:port]) our side connects to (AI-03).")
+    model: Label | None = Field(default=None, description="ai: the model used at the endpoint (AI-03).")
+    model_version: Label | None = Field(
+        default=None, description="ai: the model version in use; a new version needs a new approval (AI-03).")
+
+    @model_validator(mode="after")
+    def _ai_service(self) -> Institution:
+        if self.kind is InstitutionKind.AI and (self.endpoint is None or self.model is None
+                                                or self.model_version is None):
+            raise ValueError("an institution of kind 'ai' names its endpoint, model and model_version")
+        return self
 
 
 ENDPOINT_RE = re.compile(r"^(internet|(segment|service|host|institution):[a-z][a-z0-9-]*[a-z0-9])$")
@@ -675,6 +764,14 @@ class Flow(Entity):
     ports: list[Port] | Literal["any"] = Field(description="Destination ports, or 'any' (EXT-01 flags it).")
     purpose: Text = Field(default="", description="Why the flow exists (NS-03).")
     cross_site: bool = Field(default=False, description="Connects the two sites (else paired per site).")
+    data: DataClass | None = Field(
+        default=None,
+        description="What the flow carries: personal, pseudonymised, anonymised or none; declared by every "
+                    "flow that carries data out of internal (DATA-01) and every flow into ai (AI-01).")
+    publishes_results: bool = Field(
+        default=False,
+        description="A declared result-publishing flow from the ai zone into internal, on named ports the "
+                    "destination service declares (AI-02).")
 
 
 class LinkEnd(Entity):
@@ -700,6 +797,52 @@ class Waiver(Entity):
     reason: Text = Field(min_length=10, description="Why the waiver is acceptable.")
     approval: Label = Field(min_length=3, description="정보보호위원회 resolution reference.")
     expires: dt.date = Field(description="Last day the waiver holds.")
+
+
+class ApprovedAiService(Entity):
+    """What a sandbox approval is tied to: one endpoint, one model, one version."""
+
+    endpoint: HostPort = Field(description="The approved endpoint (host[:port]) of the outside AI service.")
+    model: Label = Field(min_length=1, description="The approved model.")
+    model_version: Label = Field(
+        min_length=1, description="The approved model version; a new one needs a new approval.")
+
+
+class Exemption(Entity):
+    """A regulator-facing departure from a provision: a sandbox designation or a 시행세칙 제2조의2
+    exception. Waivers silence one finding; an exemption is what the regulator approved."""
+
+    name: Name = Field(description="Exemption name.")
+    kind: ExemptionKind = Field(description="sandbox (혁신금융서비스 지정) or exception (시행세칙 제2조의2).")
+    provision: Label = Field(
+        min_length=3,
+        description="The provision departed from, with its edition, e.g. "
+                    "'전자금융감독규정 제15조 제1항 제3호 (2025-02-05)'.")
+    provision_edition: dt.date = Field(
+        description="The edition (date) of the text the provision is cited from; EXM-01 warns when a newer "
+                    "edition has replaced it (articles may have moved).")
+    flows: list[Name] = Field(default_factory=list, description="Scope: the flows the exemption covers.")
+    services: list[Name] = Field(default_factory=list,
+                                 description="Scope: the services the exemption covers.")
+    approval: Label = Field(min_length=3, description="Approval reference (FSC designation or 정보보호위원회 "
+                                                      "resolution).")
+    approved_on: dt.date = Field(description="Date of the approval.")
+    risk_assessment: Label = Field(min_length=3, description="Reference of the self risk assessment "
+                                                             "(자체 위험성 평가).")
+    alternative_controls: list[Label] = Field(
+        min_length=1, description="The alternative controls (정보보호 통제, 별표7) applied instead.")
+    expires: dt.date = Field(description="Last day the exemption holds.")
+    ai_service: ApprovedAiService | None = Field(
+        default=None,
+        description="For an outside AI service: the approved endpoint, model and model version.")
+
+    @model_validator(mode="after")
+    def _scoped(self) -> Exemption:
+        if not self.flows and not self.services:
+            raise ValueError("an exemption's scope names at least one flow or service")
+        if self.expires < self.approved_on:
+            raise ValueError("an exemption expires after it was approved")
+        return self
 
 
 # --------------------------------------------------------------------------- topology
@@ -741,6 +884,7 @@ ENTITY_LISTS: tuple[str, ...] = (
     "flows",
     "links",
     "waivers",
+    "exemptions",
 )
 
 
@@ -758,6 +902,10 @@ class Topology(Entity):
     flows: list[Flow] = Field(default_factory=list, description="Allowed connections; the rest is denied.")
     links: list[Link] = Field(default_factory=list, description="Inter-site replication links.")
     waivers: list[Waiver] = Field(default_factory=list, description="Approved exceptions to rules.")
+    exemptions: list[Exemption] = Field(
+        default_factory=list,
+        description="Regulator-facing exemptions: sandbox designations and 시행세칙 제2조의2 exceptions "
+                    "(EXM-01).")
 
     _index: dict[str, dict[str, Any]] = PrivateAttr(default_factory=dict)
     _cache: dict[str, Any] = PrivateAttr(default_factory=dict)
@@ -798,6 +946,12 @@ class Topology(Entity):
 
     def institution(self, name: str) -> Institution:
         return self._table("institutions")[name]  # type: ignore[no-any-return]
+
+    def exemption(self, name: str) -> Exemption:
+        return self._table("exemptions")[name]  # type: ignore[no-any-return]
+
+    def flow(self, name: str) -> Flow:
+        return self._table("flows")[name]  # type: ignore[no-any-return]
 
     def segments_at(self, site: str) -> list[Segment]:
         return [s for s in self.segments if s.site == site]
@@ -995,6 +1149,11 @@ class Topology(Entity):
         for i, link in enumerate(self.links):
             for j, link_end in enumerate(link.ends):
                 need("sites", link_end.site, ("links", i, "ends", j, "site"), f"link {link.name!r}")
+        for i, exm in enumerate(self.exemptions):
+            for j, f in enumerate(exm.flows):
+                need("flows", f, ("exemptions", i, "flows", j), f"exemption {exm.name!r}")
+            for j, svc_name in enumerate(exm.services):
+                need("services", svc_name, ("exemptions", i, "services", j), f"exemption {exm.name!r}")
         if not problems:
             # Every site a service runs at needs its (site, tenant, zone) segment.
             placed = {(s.site, s.tenant, s.zone) for s in self.segments}

@@ -153,3 +153,57 @@ def test_a_replication_interface_reaches_its_banks_replication_segments_at_the_o
     jb = layout.hosts["gj-db-jb-01"]
     assert [(name, str(net)) for name, net in jb.replication_routes] == [("eth2", "10.20.42.0/24")]
     assert layout.hosts["gj-ntp-01"].replication_routes == ()
+
+
+def test_the_ai_zone_is_probed_personal_data_paths_closed_and_publishing_open(
+        topology: Topology, layout: plan.LabPlan) -> None:
+    """lab.verify's AI probes: declared pseudonymised feeds and result publishing expected open;
+    every personal-data holder to every AI host, the AI zone back into internal and one bank's
+    AI segment to the other's expected blocked, on ports no flow allows."""
+    probes, _ = verify.plan_probes(topology, layout)
+    conns = connections(topology)
+    ai_nets = [s.cidr for s in topology.segments if s.zone is Zone.AI]
+    internal_nets = [s.cidr for s in topology.segments if s.zone is Zone.INTERNAL]
+
+    def inside(address: str, nets: list[ipaddress.IPv4Network]) -> bool:
+        return any(ipaddress.IPv4Address(address) in n for n in nets)
+
+    feeds = {f.name for f in topology.flows if f.data is not None and f.data.value == "pseudonymised"
+             and f.destination.startswith("service:")
+             and topology.service(f.destination[8:]).zone is Zone.AI}
+    publishing = {f.name for f in topology.flows if f.publishes_results}
+    assert feeds and publishing
+    declared = {p.reason.removeprefix("flow ") for p in probes if p.kind == "declared"}
+    assert feeds | publishing <= declared
+    personal = [p for p in probes if p.category == "personal-to-ai"]
+    # every host of a personal-data service (nodes and database hosts), at both sites, to every AI host
+    holders = set()
+    for svc in topology.services:
+        if svc.data_held is None or svc.data_held.value != "personal" or svc.pseudonymiser:
+            continue
+        placed = {x for _, x, _ in svc.database.placements()} if svc.database else set()
+        holders |= {h.name for h in topology.hosts if h.name in svc.hosts or h.name in placed
+                    or (h.cluster in svc.clusters and h.role.value == "k8s_worker")}
+    gpu = {h.name for h in topology.hosts if h.role.value == "gpu_worker"}
+    assert {p.source[1] for p in personal} == holders and {p.destination[1] for p in personal} == gpu
+    assert {h.split("-")[0] for h in holders} == {"gj", "jj"}
+    assert all(inside(p.dst, ai_nets) for p in personal)
+    back = [p for p in probes if p.category == "ai-to-internal"]
+    assert {(p.src, p.dst) for p in back} and all(inside(p.src, ai_nets) and inside(p.dst, internal_nets)
+                                                  for p in back)
+    across = [p for p in probes if p.category == "ai-bank-to-bank"]
+    assert len(across) == 2 and all(inside(p.src, ai_nets) and inside(p.dst, ai_nets) for p in across)
+    for p in [*personal, *back, *across]:
+        assert not verify._allowed(conns, ipaddress.IPv4Address(p.src), ipaddress.IPv4Address(p.dst),
+                                   p.proto, p.port), p
+
+
+def test_the_ai_segments_are_routed_legs_of_the_gwangju_router(topology: Topology,
+                                                               layout: plan.LabPlan) -> None:
+    ai = [s for s in topology.segments if s.zone is Zone.AI]
+    assert ai and {s.site for s in ai} == {"gwangju"}
+    legs = {leg.segment: leg for leg in layout.routers["gwangju"].legs}
+    for seg in ai:
+        assert legs[seg.name].zone is Zone.AI
+    gpu = [layout.hosts[h.name] for h in topology.hosts if h.role.value == "gpu_worker"]
+    assert gpu and all({n.zone for n in h.nics} == {Zone.MGMT, Zone.AI} for h in gpu)

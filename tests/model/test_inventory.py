@@ -207,3 +207,30 @@ def test_build_merges_like_ansible(env: str) -> None:
     for host in topology.hosts:
         expected = _reference(topology, host)
         assert built["hostvars"][host.name] == expected, host.name
+
+
+def test_the_ai_zone_reaches_the_inventory_groups_and_the_gpu_hosts_firewalls() -> None:
+    """The gpu_worker hosts are in role_gpu_worker and zone_ai; each one's own nftables rules admit
+    exactly its bank's pseudonymised feed on the AI service's port, from the pseudonymiser's nodes."""
+    lab = load_environment("lab")
+    gpu = [h for h in lab.hosts if h.role is HostRole.GPU_WORKER]
+    assert gpu
+    for host in gpu:
+        groups = inventory.memberships(lab, host)
+        assert {"role_gpu_worker", "zone_ai", f"tenant_{host.tenant}"} <= set(groups)
+        rules = {r["name"]: r for r in inventory.firewall_rules(lab, host)}
+        feed = next(f for f in lab.flows if f.data is not None and f.data.value == "pseudonymised"
+                    and f.destination.startswith("service:")
+                    and host.name in lab.service(f.destination[8:]).hosts)
+        rule = next(r for name, r in rules.items() if feed.name in name)
+        assert rule["ports"] == list(feed.ports)
+        pseudonymiser = lab.service(feed.source[8:])
+        assert pseudonymiser.pseudonymiser and pseudonymiser.tenant == host.tenant
+        nodes = {str(i.address) for h in lab.hosts if h.cluster in pseudonymiser.clusters
+                 for i in h.interfaces if lab.segment(i.segment).tenant == host.tenant
+                 and lab.segment(i.segment).zone is Zone.INTERNAL}
+        assert {s.removesuffix("/32") for s in rule["sources"]} <= nodes
+        # nothing of the other bank reaches it
+        other = {str(i.address) for h in lab.hosts if h.tenant not in (host.tenant, "group")
+                 for i in h.interfaces}
+        assert not any(s.removesuffix("/32") in other for r in rules.values() for s in r["sources"])

@@ -31,9 +31,13 @@ def _line(path: Path, text: str, after: str | None = None) -> int:
 
 def test_both_environments_load():
     lab = load_environment("lab")
-    assert len(lab.hosts) == 24
     assert {s.name for s in lab.sites} == {"gwangju", "jeonju"}
-    assert all(len(lab.hosts_at(site)) == 12 for site in ("gwangju", "jeonju"))
+    # Both sites carry the same 12 hosts; Gwangju adds its AI zone's GPU workers (one per bank).
+    gpu = [h for h in lab.hosts if h.role.value == "gpu_worker"]
+    banks = [t.name for t in lab.tenants if t.kind.value == "bank"]
+    assert sorted(h.tenant for h in gpu) == sorted(banks) and {h.site for h in gpu} == {"gwangju"}
+    assert all(len([h for h in lab.hosts_at(site) if h not in gpu]) == 12 for site in ("gwangju", "jeonju"))
+    assert len(lab.hosts) == 24 + len(gpu)
     prod = load_environment("production")
     assert len(prod.hosts) >= 60
     assert {t.name for t in prod.tenants} == {"kjbank", "jbbank", "group"}
@@ -193,7 +197,7 @@ def test_files_of_an_environment_are_merged(lab):
     hosts.write_text(head, encoding="utf-8")
     (lab.folder / "hosts-jeonju.yml").write_text("hosts:\n- name: jj-bastion-01\n" + tail, encoding="utf-8")
     topology = load_topology(lab.folder)
-    assert len(topology.hosts) == 24
+    assert sorted(h.name for h in topology.hosts) == sorted(h.name for h in load_environment("lab").hosts)
     jj = topology.host("jj-bastion-01")
     assert jj.location is not None and jj.location.file.endswith("hosts-jeonju.yml") and jj.location.line == 2
     assert topology.cluster("jeonju-core").location.file.endswith("hosts-jeonju.yml")

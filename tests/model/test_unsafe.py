@@ -72,12 +72,19 @@ FIELDS = string_fields()
 
 
 def _lab_documents(folder: Path) -> dict[str, dict[str, Any]]:
-    """The lab's YAML documents, plus a waiver (the lab has none) so its fields are tried too."""
+    """The lab's YAML documents, plus a waiver and an exemption (the lab has none) so their fields are
+    tried too."""
     docs = {p.name: yaml.safe_load(p.read_text(encoding="utf-8")) for p in sorted(folder.glob("*.yaml"))}
     waiver = {"rule": "NS-01", "target": "flow:x", "reason": "a reason long enough",
               "approval": "ISC-2026-01",
               "expires": "2099-01-01"}
-    docs["waivers.yaml"] = {"waivers": [waiver]}
+    exemption = {"name": "sandbox", "kind": "sandbox", "provision": "전자금융감독규정 제15조",
+                 "provision_edition": "2025-02-05",
+                 "flows": ["kj-pseudonymiser-to-ai"], "approval": "FSC-2025-01", "approved_on": "2025-01-01",
+                 "risk_assessment": "RA-2025-01", "alternative_controls": ["별표7 monitoring"],
+                 "expires": "2099-01-01",
+                 "ai_service": {"endpoint": "llm.example:443", "model": "m", "model_version": "1"}}
+    docs["waivers.yaml"] = {"waivers": [waiver], "exemptions": [exemption]}
     return docs
 
 

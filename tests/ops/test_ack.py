@@ -157,4 +157,4 @@ def test_the_topology_loader_skips_the_ledger(tmp_path: Path) -> None:
     for source in Path("inventories/lab").glob("*.yaml"):
         (env / source.name).write_text(source.read_text(encoding="utf-8"), encoding="utf-8")
     (env / "drift-ack.yaml").write_text(LEDGER, encoding="utf-8")
-    assert len(load_environment("lab", tmp_path).hosts) == 24
+    assert len(load_environment("lab", tmp_path).hosts) == len(load_environment("lab").hosts)

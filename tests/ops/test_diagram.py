@@ -124,3 +124,16 @@ def test_invoke_diagram_errors_exit_1_and_write_nothing(tmp_path: Path) -> None:
     bad.write_text('{"kind": "something else"}', encoding="utf-8")
     done = _invoke("diagram", "--env", "lab", "--output-dir", str(tmp_path / "c"), "--drift-report", str(bad))
     assert done.returncode == 1 and "is not a dualdc drift report" in done.stderr
+
+
+def test_every_zone_has_its_own_colour_and_the_ai_zone_is_drawn() -> None:
+    from dualdc.model import Zone
+
+    assert set(diagram.ZONE_COLORS) == set(Zone)
+    fills = [fill for fill, _ in diagram.ZONE_COLORS.values()]
+    assert len(set(fills)) == len(fills)
+    lab = load_environment("lab")
+    dot = diagram.to_dot(lab)
+    ai_fill = diagram.ZONE_COLORS[Zone.AI][0]
+    assert "cluster_gwangju_ai" in dot and ai_fill in dot
+    assert "cluster_jeonju_ai" not in dot  # no AI segment in Jeonju, so no empty box

@@ -101,7 +101,7 @@ def test_hosts_layer_per_host_per_task_with_file_and_diff() -> None:
     assert "-PermitRootLogin yes" in item.diff and item.site == "gwangju"
     assert item.segments == ["gj-group-internal"]  # gj-log-01's primary segment
     status = {t.name: t.status for t in layer.checked}
-    assert len(status) == 12  # every gwangju host, none of jeonju
+    assert len(status) == len(gwangju)  # every gwangju host, none of jeonju
     assert status["gj-log-01"] is TargetStatus.DRIFT
     assert status["gj-db-kj-01"] is TargetStatus.UNREACHABLE
     assert status["gj-ntp-01"] is TargetStatus.FAILED
@@ -192,8 +192,9 @@ def test_sites_are_checked_by_parallel_runs_started_one_after_the_other(monkeypa
     assert timeline[:2] == ["start gwangju", "first event gwangju"]
     assert timeline.index("start jeonju") > timeline.index("first event gwangju")
     assert len(events) == 2
-    assert len(layer.layer.checked) == 24 and layer.layer.status is LayerStatus.CLEAN
-    assert [t.site for t in layer.layer.checked] == ["gwangju"] * 12 + ["jeonju"] * 12
+    assert len(layer.layer.checked) == len(lab.hosts) and layer.layer.status is LayerStatus.CLEAN
+    assert [t.site for t in layer.layer.checked] == (
+        ["gwangju"] * len(lab.hosts_at("gwangju")) + ["jeonju"] * len(lab.hosts_at("jeonju")))
 
 
 def _junit_cases(report: DriftReport) -> dict[str, ET.Element]:

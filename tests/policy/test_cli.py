@@ -206,3 +206,33 @@ def test_schema_check_fails_when_stale(tmp_path, monkeypatch):
     assert err.value.code == 2
     model_tasks.schema_(Context())  # writes it
     model_tasks.schema_(Context(), check=True)  # and now it is current
+
+
+def test_break_the_ai_zone_three_ways_each_found_with_its_rule_file_and_line(copy_env):
+    """Issue 20's three breaks, through the command: personal data into ai (AI-01), an AI endpoint
+    whose model version moved past its approval (AI-03) and an expired exemption (EXM-01)."""
+    prod = copy_env("production")
+    prod.find("flows", "kj-pseudonymiser-to-ai")["data"] = "personal"
+    prod.find("institutions", "genai-provider")["model_version"] = "2.2"
+    exm = prod.find("exemptions", "genai-sandbox")
+    exm["approved_on"], exm["expires"] = "2023-06-30", "2024-06-29"
+    prod.save()
+    done = invoke("validate", "--topology", str(prod.folder), "--format", "sarif")
+    assert done.returncode == 2
+    results = json.loads(done.stdout)["runs"][0]["results"]
+    ai_file = prod.folder / "ai.yaml"
+
+    def where(rule: str, target: str) -> tuple[str, int]:
+        found = [r for r in results if r["ruleId"] == rule and r["properties"]["target"] == target]
+        assert len(found) == 1, (rule, target, [r["ruleId"] for r in results])
+        physical = found[0]["locations"][0]["physicalLocation"]
+        return Path(physical["artifactLocation"]["uri"]).name, physical["region"]["startLine"]
+
+    assert where("AI-01", "flow:kj-pseudonymiser-to-ai") == (
+        "ai.yaml", _text_line(ai_file, "data: personal", after="name: kj-pseudonymiser-to-ai"))
+    assert where("AI-03", "flow:genai-gateway-to-provider") == (
+        "ai.yaml", _text_line(ai_file, "model_version: '2.2'", after="name: genai-provider"))
+    assert where("EXM-01", "exemption:genai-sandbox") == (
+        "ai.yaml", _text_line(ai_file, "expires: '2024-06-29'", after="name: genai-sandbox"))
+    text = invoke("validate", "--topology", str(prod.folder))
+    assert text.returncode == 2 and "AI-01" in text.stdout and "EXM-01" in text.stdout

@@ -13,8 +13,8 @@ from dualdc.policy import RULES, run_policy
 
 REGULATION = ["NS-01", "NS-02", "NS-03", "EXT-01", "TEN-01", "IP-01", "DR-01", "DR-02", "DR-03", "CAP-01",
               "BK-01", "NTP-01", "LOG-01", "PW-01"]
-GJ_HOSTS = ["gj-bastion-01", "gj-ntp-01", "gj-log-01", "gj-core-cp-01", "gj-core-wk-01", "gj-core-wk-02",
-            "gj-dmz-cp-01", "gj-dmz-wk-01", "gj-db-kj-01", "gj-db-jb-01", "gj-extgw-01", "gj-backup-01"]
+LAB = load_environment("lab")
+GJ_HOSTS = [h.name for h in LAB.hosts_at("gwangju")]
 
 
 def test_every_rule_of_design_section_4_is_registered_with_its_metadata():
@@ -429,7 +429,10 @@ def test_bk01_stateful_tier1_without_backup(lab):
 
 def test_bk01_backup_site_without_backup_host(lab):
     lab.find("hosts", "jj-backup-01")["role"] = "app"
-    assert lab.pairs("BK-01") == {("BK-01", "service:kj-core-banking")}
+    # every service whose backups land in Jeonju (kj-core-banking, and the AI zone's analytics)
+    landing = {s.name for s in LAB.services if LAB.backup_site(s) == "jeonju"}
+    assert {"kj-core-banking", "kj-ai-analytics"} <= landing
+    assert lab.pairs("BK-01") == {("BK-01", f"service:{name}") for name in landing}
 
 
 # --------------------------------------------------------------------------- NTP-01, LOG-01, PW-01
@@ -453,7 +456,7 @@ def test_ntp01_one_source_and_not_an_ntp_host(lab):
     assert len(at_env) == 3  # not an ntp host; fewer than 2 sources; none at jeonju
     # and nobody has a flow to gj-log-01 on udp/123
     assert {f.target for f in report.findings if f.rule == "NTP-01"} - {"environment:lab"} == {
-        f"host:{h}" for h in [*GJ_HOSTS, *(h.replace("gj-", "jj-") for h in GJ_HOSTS)] if h != "gj-log-01"}
+        f"host:{h.name}" for h in LAB.hosts if h.name != "gj-log-01"}
 
 
 def test_log01_short_retention(lab):

@@ -38,7 +38,8 @@ def _templates(role: str) -> list[str]:
 
 
 @pytest.mark.parametrize(
-    "role", ["base", "time_sync", "firewall", "audit", "network", "container_runtime", "k8s_node"]
+    "role",
+    ["base", "time_sync", "firewall", "audit", "network", "container_runtime", "k8s_node", "gpu_worker"],
 )
 def test_every_template_starts_with_the_managed_comment(renderer: Renderer, role: str) -> None:
     host = "gj-core-wk-01"  # a k8s worker: every role applies to it

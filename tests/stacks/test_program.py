@@ -107,7 +107,11 @@ def test_replication_secrets_are_pulumi_secrets(monkeypatch: pytest.MonkeyPatch)
     # production: its three cnpg databases (the core-banking ones run on hosts, not in a cluster)
     mocks = run_program("replication", "production", config, secret_keys)
     secrets = [r for r in mocks.resources if r.typ == "kubernetes:core/v1:Secret"]
-    assert len(secrets) == 3 * 2 + 2  # a password per database side, an object-store key per site
+    # a password per database side, and an object-store key per Velero backup location (one per
+    # cluster whose workloads back up to another site: both core clusters and Gwangju's AI cluster)
+    locations = [r for r in mocks.resources if (r.inputs or {}).get("kind") == "BackupStorageLocation"]
+    assert len(locations) == 3
+    assert len(secrets) == 3 * 2 + len(locations)
     for res in secrets:
         data = res.inputs["stringData"]
         assert data.get(SECRET_SIG_KEY), f"{res.name}: stringData is not marked secret"

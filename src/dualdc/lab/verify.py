@@ -6,7 +6,10 @@ What is probed (:func:`plan_probes`, pure and deterministic):
   the source (a host of the segment, the named host, or the site's edge for the
   internet) to a host the destination lands on (:func:`dualdc.flows.inbound_to_host`),
   on every port of the flow. Expected: open.
-- **forbidden**: DMZ to internal; one bank's internal network to the other's; every
+- **forbidden**: DMZ to internal; one bank's internal network to the other's; the AI zone's
+  paths (:meth:`Planner.ai_zone`: every host of a service holding personal data to every AI
+  host, the AI zone back into internal outside its publishing flows, one bank's AI segment to
+  the other's); every
   database host of one bank to every address of every database host of another bank, at
   both sites, on every TCP port the model declares anywhere (and the fallback ports), from
   the source's address in the destination's zone (bank-db); anything
@@ -40,11 +43,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from dualdc.flows import Connection, connections, inbound_to_host
+from dualdc.flows import Connection, connections, inbound_to_host, service_segment
 from dualdc.lab import hosts, probe, system
 from dualdc.lab.errors import LabError
 from dualdc.lab.plan import HostPlan, LabPlan
-from dualdc.model import HostRole, Protocol, Topology, Zone
+from dualdc.model import WORKER_ROLES, DataClass, HostRole, Protocol, Segment, Topology, Zone
 
 CONNECT_TIMEOUT = 2.0
 #: Seconds the second try of a declared flow that timed out waits.
@@ -278,6 +281,7 @@ class Planner:
                 if a.tenant in banks and b.tenant in banks and a.tenant != b.tenant:
                     self.pair("bank-to-bank", a.name, b.name)
         self.bank_databases(banks)
+        self.ai_zone(by_zone[Zone.AI], by_zone[Zone.INTERNAL], banks)
         for mgmt in by_zone[Zone.MGMT]:
             for other in segs:
                 if other.zone is not Zone.MGMT:
@@ -327,6 +331,59 @@ class Planner:
                     for port in ports:
                         if not _allowed(self.conns, src.address, dst.address, "tcp", port):
                             self.add("forbidden", "bank-db", reason, src, dst, proto="tcp", port=port)
+
+    def ai_zone(self, ai: list[Segment], internal: list[Segment], banks: list[str]) -> None:
+        """The AI zone (AI 분석망): what AI-01, AI-02 and AI-04 promise, with real connections.
+
+        - ``personal-to-ai``: every lab host standing for a service that holds personal data
+          (its declared hosts, database hosts and cluster nodes; not a pseudonymisation
+          service), from its address in the service's segment, to every AI host's AI address,
+          on every port the AI host serves and on 22, where no flow allows it. A pseudonymiser
+          sharing its nodes with such a service (pods of one cluster) shares their addresses
+          too: the flows allow those addresses, so only the pods' NetworkPolicies tell them
+          apart, and those ports are not probed.
+        - ``ai-to-internal``: from each AI segment to each internal segment, on a port the
+          destination serves that no flow (the publishing flows included) allows.
+        - ``ai-bank-to-bank``: one bank's AI segment to another bank's.
+        """
+        ai_names = {s.name for s in ai}
+        ai_hosts = [(h, n) for s in ai for h in self.seg_hosts.get(s.name, []) for n in h.nics
+                    if n.segment == s.name]
+        for svc in self.topology.services:
+            if svc.data_held is not DataClass.PERSONAL or svc.pseudonymiser or svc.zone is Zone.AI:
+                continue
+            for site in self.topology.service_sites(svc):
+                segment = service_segment(self.topology, svc.name, site)
+                if segment is None or segment in ai_names:
+                    continue
+                for src_host in self.seg_hosts.get(segment, []):
+                    if not self._serves(src_host, svc.name, segment):
+                        continue
+                    src = self.addr(src_host, segment)
+                    for dst_host, nic in ai_hosts:
+                        dst = Address(("host", dst_host.name), nic.address, nic.segment)
+                        for port in sorted({22, *self.served_ports(nic.address)}):
+                            if not _allowed(self.conns, src.address, dst.address, "tcp", port):
+                                self.add("forbidden", "personal-to-ai",
+                                         f"{svc.name} (personal data) on {src_host.name} -> {dst_host.name}",
+                                         src, dst, proto="tcp", port=port)
+        for a in ai:
+            for b in internal:
+                self.pair("ai-to-internal", a.name, b.name)
+            for b in ai:
+                if a.tenant in banks and b.tenant in banks and a.tenant != b.tenant:
+                    self.pair("ai-bank-to-bank", a.name, b.name)
+
+    def _serves(self, host: HostPlan, service: str, segment: str) -> bool:
+        """Whether a lab host stands for a service in a segment (a declared host or a node of it)."""
+        svc = self.topology.service(service)
+        model = self.topology.host(host.name)
+        if host.name in svc.hosts:
+            return True
+        if svc.database is not None and host.name in {h for _, h, _ in svc.database.placements()}:
+            return True
+        return model.cluster in svc.clusters and model.role in WORKER_ROLES and any(
+            n.segment == segment for n in host.nics)
 
     def controller(self) -> None:
         for site, router in self.plan.routers.items():

@@ -155,6 +155,26 @@ class Rule:
     check: Check
     waivable: bool = True
     param_check: ParamCheck | None = None
+    edition: str = ""
+    """The edition (date) of every text ``source`` cites, e.g. ``2025-02-05`` for the rewritten 감독규정."""
+    verified: bool = False
+    """True only when the cited article was checked against the text of that edition."""
+    dora: str = ""
+    """The DORA (Regulation (EU) 2022/2554) article the rule maps to, if any."""
+    pci_dss: str = ""
+    """The PCI DSS 4.0 requirement the rule maps to, if any."""
+
+    @property
+    def citation(self) -> str:
+        """The source with its edition, and whether the citation was checked against that text."""
+        checked = "" if self.verified else "; unverified against that text"
+        return f"{self.source} [edition {self.edition or 'not named'}{checked}]"
+
+    @property
+    def cross_references(self) -> dict[str, str]:
+        """The other frameworks an auditor maps the same control to (only those that apply)."""
+        found = {"dora": self.dora, "pci_dss": self.pci_dss}
+        return {k: v for k, v in found.items() if v}
 
     @property
     def description(self) -> str:
@@ -179,14 +199,25 @@ def rule(
     params: dict[str, Param] | None = None,
     waivable: bool = True,
     param_check: ParamCheck | None = None,
+    edition: str = "",
+    verified: bool = False,
+    dora: str = "",
+    pci_dss: str = "",
 ) -> Callable[[Check], Check]:
-    """Register a rule; the decorated function's docstring is its documentation."""
+    """Register a rule; the decorated function's docstring is its documentation.
+
+    ``edition`` names the edition (date) of each text ``source`` cites; ``verified`` is true
+    only for a citation checked against that edition's text (``--list-rules`` marks the
+    rest unverified). ``dora`` and ``pci_dss`` are the cross-references an auditor maps the
+    same control to.
+    """
 
     def register(check: Check) -> Check:
         if rule_id in RULES:
             raise ValueError(f"rule {rule_id} registered twice")
         RULES[rule_id] = Rule(
-            rule_id, title, severity, source, dict(params or {}), check, waivable, param_check
+            rule_id, title, severity, source, dict(params or {}), check, waivable, param_check,
+            edition, verified, dora, pci_dss,
         )
         return check
 

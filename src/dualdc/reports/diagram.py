@@ -37,6 +37,7 @@ ZONE_COLORS: dict[Zone, tuple[str, str]] = {
     Zone.REPLICATION: ("#d3f2ee", "#1d8f80"),
     Zone.BACKUP: ("#f3e6d3", "#8a5a1f"),
     Zone.DEV: ("#dff5d8", "#3d8b2f"),
+    Zone.AI: ("#fbd9ec", "#c2378a"),  # AI 분석망: magenta, apart from every other zone
 }
 OUTSIDE_COLORS = ("#ffffff", "#333333")
 DRIFT_COLORS = ("#ffd6d6", "#d00000")

@@ -127,6 +127,9 @@ def as_dict(report: Report, fail_on: Severity = Severity.ERROR) -> dict[str, Any
                 "title": r.rule.title,
                 "severity": r.rule.severity.value,
                 "source": r.rule.source,
+                "edition": r.rule.edition,
+                "verified": r.rule.verified,
+                "cross_references": r.rule.cross_references,
                 "waivable": r.rule.waivable,
                 "parameters": dict(sorted(r.params.items())),
                 "findings": len(r.findings),
@@ -174,8 +177,10 @@ def _rule_help(rule_id: str) -> tuple[str, str]:
     rule = next(r for r in iter_rules() if r.id == rule_id)
     params = "".join(f"\n- `{name}` (default `{p.default}`): {p.help}"
                      for name, p in sorted(rule.params.items()))
-    text = f"{rule.description}\n\nSource: {rule.source}."
-    markdown = f"**{rule.id}: {rule.title}**\n\n{rule.description}\n\n*Source:* {rule.source}"
+    refs = "".join(f"; {name}: {ref}" for name, ref in
+                   (("DORA", rule.dora), ("PCI DSS 4.0", rule.pci_dss)) if ref)
+    text = f"{rule.description}\n\nSource: {rule.citation}{refs}."
+    markdown = f"**{rule.id}: {rule.title}**\n\n{rule.description}\n\n*Source:* {rule.citation}{refs}"
     if params:
         text += "\n\nParameters (override in environment.policy):" + params.replace("`", "")
         markdown += "\n\n*Parameters* (override in `environment.policy`):" + params
@@ -208,6 +213,9 @@ def render_sarif(report: Report, root: Path | None = None) -> str:
             "defaultConfiguration": {"level": SARIF_LEVEL[rule.severity]},
             "properties": {
                 "source": rule.source,
+                "edition": rule.edition,
+                "verified": rule.verified,
+                "crossReferences": rule.cross_references,
                 "parameters": dict(sorted(result.params.items())),
                 "tags": ["dualdc", "structure" if rule.id.startswith(("STR-", "WV-")) else "regulation"],
             },

@@ -198,7 +198,8 @@ def _verify_text(report: lab_verify.Report) -> str:
 def verify(c: Context, env: str = "lab", format: str = "text", output: str = "") -> None:
     """Probe the reachability matrix with real TCP/UDP connections between lab hosts.
 
-    Every declared flow must connect; forbidden pairs (DMZ to internal, bank to bank, anything to
+    Every declared flow must connect; forbidden pairs (DMZ to internal, bank to bank, personal-data
+    holders to the AI zone, the AI zone back into internal outside its publishing flows, anything to
     mgmt but the bastion, a sample of other pairs) must not. Exit 0 when every result is as
     expected, 2 when any is not (including probes that could not run because of a fault).
     """

@@ -15,7 +15,7 @@ from dualdc import cli, inventory, schema
 from dualdc.lab import LabError
 from dualdc.loader import TopologyError
 from dualdc.model import Severity
-from dualdc.policy import iter_rules, run_policy
+from dualdc.policy import RULES, iter_rules, run_policy
 from dualdc.reports import validate as reports
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -74,12 +74,19 @@ def _print_rules() -> None:
     table.add_column("id", no_wrap=True)
     table.add_column("severity")
     table.add_column("rule")
-    table.add_column("source")
+    table.add_column("source [edition; verification]")
+    table.add_column("DORA / PCI DSS 4.0")
     table.add_column("parameters (defaults)")
     for rule in iter_rules():
         params = "\n".join(f"{n}={p.default!r}" for n, p in sorted(rule.params.items()))
-        table.add_row(rule.id, rule.severity.value, rule.title, rule.source, params)
+        refs = "\n".join(f"{name} {ref}" for name, ref in (("DORA", rule.dora), ("PCI", rule.pci_dss)) if ref)
+        table.add_row(rule.id, rule.severity.value, rule.title, rule.citation, refs or "-", params)
     cli.console.print(table)
+    unverified = sum(not r.verified for r in iter_rules())
+    cli.console.print(f"{unverified} of {len(RULES)} citations are unverified: not checked against the "
+                      "text of the edition they name (전자금융감독규정 and 시행세칙 as rewritten "
+                      "with effect from "
+                      "2025-02-05); article numbers may have moved.", soft_wrap=True)
 
 
 @task(help={"check": "Do not write: exit 2 when the committed schema differs from the model's."})

@@ -1,5 +1,5 @@
 """The rules of the policy pack; importing this package registers them all."""
 
-from dualdc.policy.rules import database, exposure, network, operations, resilience, structure
+from dualdc.policy.rules import ai, database, exposure, network, operations, resilience, structure
 
-__all__ = ["database", "exposure", "network", "operations", "resilience", "structure"]
+__all__ = ["ai", "database", "exposure", "network", "operations", "resilience", "structure"]

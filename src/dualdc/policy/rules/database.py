@@ -54,6 +54,10 @@ def _claims(topo: Topology) -> dict[str, list[str]]:
     severity=ERROR,
     source=SOURCE,
     waivable=False,
+    edition="감독규정 2025-02-05",
+    verified=False,
+    dora="Art. 12",
+    pci_dss="1.3",
 )
 def db01(ctx: Context) -> Iterator[Finding]:
     """A host database (``platform: hosts``) is placed where it can run and stays its tenant's.
@@ -128,6 +132,10 @@ def _carries_postgres(flow: Flow) -> bool:
           "replication segments",
     severity=ERROR,
     source=SOURCE,
+    edition="감독규정 2025-02-05",
+    verified=False,
+    dora="Art. 12",
+    pci_dss="1.3",
 )
 def db02(ctx: Context) -> Iterator[Finding]:
     """The declared flows carry replication (tcp/5432) only within one host database.
@@ -213,6 +221,9 @@ def db02(ctx: Context) -> Iterator[Finding]:
             0, "A database whose service's RPO is at most this many minutes must replicate synchronously."
         ),
     },
+    edition="감독규정 2025-02-05",
+    verified=False,
+    dora="Art. 12",
 )
 def db03(ctx: Context) -> Iterator[Finding]:
     """A database whose service has an RPO of ``max_async_rpo_minutes`` or less (0: none

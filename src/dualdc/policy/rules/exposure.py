@@ -36,6 +36,10 @@ def _prefixes(params: dict[str, ParamValue]) -> dict[str, str]:
     },
     waivable=False,
     param_check=_prefixes,
+    edition="감독규정 2025-02-05; Kubernetes 1.30 RBAC documentation",
+    verified=False,
+    dora="Art. 9",
+    pci_dss="7.2",
 )
 def rbac01(ctx: Context) -> Iterator[Finding]:
     """A tenant's ``admin_groups`` and ``viewer_groups`` name directory groups only.
@@ -91,6 +95,9 @@ def _internal(host: str, suffixes: list[str], private_ok: bool) -> bool:
         "allow_private_addresses": Param(True, "Accept hosts given as private (RFC 1918) addresses."),
     },
     param_check=_suffix_check,
+    edition="감독규정 2025-02-05; 망분리 개선 로드맵 2024-08-13",
+    verified=False,
+    dora="Art. 9",
 )
 def air01(ctx: Context) -> Iterator[Finding]:
     """Every registry, mirror and package repository the hosts use is internal.
@@ -141,6 +148,8 @@ LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
         "max_label_chars": Param(63, "Longest label value."),
     },
     waivable=False,
+    edition="Kubernetes 1.30 API validation",
+    verified=True,
 )
 def meta01(ctx: Context) -> Iterator[Finding]:
     """What the stacks put into labels and annotations is accepted by the API server.

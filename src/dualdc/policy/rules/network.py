@@ -43,6 +43,10 @@ def _ports(conn: Connection) -> str:
         ),
     },
     param_check=_zone_params,
+    edition="감독규정 2025-02-05",
+    verified=False,
+    dora="Art. 9",
+    pci_dss="1.4; 11.4.5",
 )
 def ns01(ctx: Context) -> Iterator[Finding]:
     """No path from the internet or the DMZ into the business network except through declared relays.
@@ -117,6 +121,10 @@ def ns01(ctx: Context) -> Iterator[Finding]:
         "protected_zones": Param("internal", "Zones on the other side (comma-separated)."),
     },
     param_check=_zone_params,
+    edition="감독규정 2025-02-05",
+    verified=False,
+    dora="Art. 9",
+    pci_dss="1.2; 1.4",
 )
 def ns02(ctx: Context) -> Iterator[Finding]:
     """A cluster or host never spans the DMZ and the business network.
@@ -190,6 +198,10 @@ def _zone_key(conn_end_zone: Zone | None, node: str) -> str:
         "min_purpose_length": Param(10, "Shortest acceptable purpose, in characters."),
         "placeholders": Param(PLACEHOLDERS, "Purposes that say nothing (comma-separated, case-insensitive)."),
     },
+    edition="감독규정 and 시행세칙 2025-02-05",
+    verified=False,
+    dora="Art. 9",
+    pci_dss="1.2.5",
 )
 def ns03(ctx: Context) -> Iterator[Finding]:
     """Every flow that crosses zones names its purpose.
@@ -239,6 +251,10 @@ def _crossing(conns: list[Connection]) -> tuple[str, str] | None:
     params={
         "allow_inbound": Param(True, "Whether an institution may open connections to an external segment."),
     },
+    edition="시행세칙 2025-02-05",
+    verified=False,
+    dora="Art. 9",
+    pci_dss="1.4.2",
 )
 def ext01(ctx: Context) -> Iterator[Finding]:
     """External flows only to listed institutions, on named ports (no any/any).
@@ -326,11 +342,15 @@ def ext01(ctx: Context) -> Iterator[Finding]:
     source="전자금융감독규정 제18조 (2025-02-05 시행)",
     params={
         "protected_zones": Param(
-            "internal,replication,backup",
-            "Zones whose bank endpoints are kept apart from every other bank (comma-separated).",
+            "internal,replication,backup,ai",
+            "Zones whose bank endpoints are kept apart from every other bank (comma-separated); ai: AI-04.",
         ),
     },
     param_check=check_lists(protected_zones="zone"),
+    edition="감독규정 2025-02-05",
+    verified=False,
+    dora="Art. 9",
+    pci_dss="1.3; 11.4.5",
 )
 def ten01(ctx: Context) -> Iterator[Finding]:
     """No path between the two banks' endpoints, except through group services.
@@ -342,7 +362,7 @@ def ten01(ctx: Context) -> Iterator[Finding]:
     them; a flow naming a segment reaches everything in it.
 
     For every bank, from each of its endpoints in a protected zone (``internal``,
-    ``replication``, ``backup``), no path over any number of declared flows may reach
+    ``replication``, ``backup``, ``ai``), no path over any number of declared flows may reach
     another bank's endpoint in a protected zone. Only a *group service* (a service whose
     tenant is of kind ``shared``; its declared hosts and its pods) may stand between: paths
     end there. A shared segment, or a group host that belongs to no group service, is never
@@ -422,6 +442,10 @@ def _lp_params(params: dict[str, ParamValue]) -> dict[str, str]:
                       "source). A whole-segment destination opens the flow's ports on every host in it."),
     },
     param_check=_lp_params,
+    edition="감독규정 2025-02-05; ISMS-P 2023-04",
+    verified=False,
+    dora="Art. 9",
+    pci_dss="1.3.1",
 )
 def lp01(ctx: Context) -> Iterator[Finding]:
     """Allow rules name exact endpoints; a whole segment is listed for review.
@@ -572,6 +596,9 @@ def _private_params(params: dict[str, ParamValue]) -> dict[str, str]:
         ),
     },
     param_check=_private_params,
+    edition="감독규정 2025-02-05",
+    verified=False,
+    pci_dss="1.4.5",
 )
 def ip01(ctx: Context) -> Iterator[Finding]:
     """Internal, database and management addresses are private (RFC 1918) and never overlap.

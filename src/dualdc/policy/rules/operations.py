@@ -59,6 +59,9 @@ class Reach:
         "port": Param(123, "Port of the time service."),
     },
     param_check=_protocol_check,
+    edition="감독규정 2025-02-05",
+    verified=False,
+    pci_dss="10.6",
 )
 def ntp01(ctx: Context) -> Iterator[Finding]:
     """All hosts sync to the same internal time sources.
@@ -134,6 +137,10 @@ def ntp01(ctx: Context) -> Iterator[Finding]:
         "port": Param(6514, "Port logs are forwarded to (syslog over TLS)."),
     },
     param_check=_protocol_check,
+    edition="감독규정 2025-02-05; 개인정보의 안전성 확보조치 기준 2023-09-22",
+    verified=False,
+    dora="Art. 10",
+    pci_dss="10.5.1",
 )
 def log01(ctx: Context) -> Iterator[Finding]:
     """Access logs are kept at least 1 year; personal-data access logs at least 2 years.
@@ -195,12 +202,15 @@ def log01(ctx: Context) -> Iterator[Finding]:
     "PW-01",
     title="Accounts lock after at most 5 failures; idle sessions time out",
     severity=ERROR,
-    source="전자금융감독규정 제32조 (verify against the current text)",
+    source="전자금융감독규정 제32조",
     params={
         "max_attempts": Param(5, "Most failed logins before an account locks."),
         "max_idle_seconds": Param(600, "Longest idle session before it is closed."),
         "min_lockout_seconds": Param(300, "Shortest lockout, unless accounts stay locked until reset (0)."),
     },
+    edition="감독규정 2025-02-05",
+    verified=False,
+    pci_dss="8.3.4; 8.2.8",
 )
 def pw01(ctx: Context) -> Iterator[Finding]:
     """Accounts lock after at most 5 failed logins, and idle sessions time out.

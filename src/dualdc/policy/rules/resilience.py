@@ -29,6 +29,9 @@ def _tiered(ctx: Context) -> list[Service]:
         "tier": Param(1, "Services of this tier or more critical (a lower number) are checked."),
         "max_rto_minutes": Param(180, "Longest acceptable recovery time objective."),
     },
+    edition="감독규정 2025-02-05",
+    verified=False,
+    dora="Art. 11; Art. 12",
 )
 def dr01(ctx: Context) -> Iterator[Finding]:
     """Every tier-1 service has a replica at the other site, with an RTO of at most 3 hours.
@@ -134,6 +137,9 @@ def distance_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
     severity=Severity.ADVISORY,
     source="전자금융감독규정 제23조 (distance not fixed by law)",
     params={"min_distance_km": Param(40.0, "Shortest acceptable great-circle distance between sites.")},
+    edition="감독규정 2025-02-05",
+    verified=False,
+    dora="Art. 12",
 )
 def dr02(ctx: Context) -> Iterator[Finding]:
     """The two sites are at least 40 km apart (advisory: the law fixes no distance).
@@ -164,6 +170,9 @@ def dr02(ctx: Context) -> Iterator[Finding]:
         "distinct_carriers": Param(True, "Independent links use different carriers."),
         "distinct_paths": Param(True, "Independent links follow different physical paths."),
     },
+    edition="감독규정 2025-02-05",
+    verified=False,
+    dora="Art. 11",
 )
 def dr03(ctx: Context) -> Iterator[Finding]:
     """Replication between the sites runs over at least two independent links.
@@ -227,6 +236,9 @@ def _exact(value: float | int) -> Decimal:
             else {"max_utilisation": f"expected a share in (0, 1], found {p['max_utilisation']}"}
         )
     ),
+    edition="감독규정 2025-02-05",
+    verified=False,
+    dora="Art. 11",
 )
 def cap01(ctx: Context) -> Iterator[Finding]:
     """Either site alone can carry every tier-1 service of both sites (CPU and memory).
@@ -276,6 +288,9 @@ def cap01(ctx: Context) -> Iterator[Finding]:
         "tier": Param(1, "Stateful services of this tier or more critical must be backed up."),
         "min_retention_days": Param(30, "Shortest acceptable backup retention."),
     },
+    edition="감독규정 2025-02-05; DORA 2022-12-14 (Regulation (EU) 2022/2554)",
+    verified=False,
+    dora="Art. 12",
 )
 def bk01(ctx: Context) -> Iterator[Finding]:
     """Backups land at the other site.

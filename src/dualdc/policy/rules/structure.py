@@ -13,7 +13,16 @@ from collections import Counter
 from collections.abc import Iterator
 
 from dualdc.flows import service_segment
-from dualdc.model import ENTITY_LISTS, Entity, HostRole, Severity, Zone, today_pin_allowed
+from dualdc.model import (
+    ENTITY_LISTS,
+    NODE_ROLES,
+    WORKER_ROLES,
+    Entity,
+    HostRole,
+    Severity,
+    Zone,
+    today_pin_allowed,
+)
 from dualdc.policy.engine import Context, Finding, Param, rule, waiver_target
 from dualdc.policy.rules.common import conns_of
 from dualdc.policy.rules.network import overlaps, private_scope_blocks
@@ -27,7 +36,10 @@ def _at(entity: Entity) -> str:
     return f"{loc.file}:{loc.line}" if loc else "elsewhere"
 
 
-@rule("STR-01", title="Names are unique per kind", severity=ERROR, source=SOURCE, waivable=False)
+@rule("STR-01", title="Names are unique per kind", severity=ERROR, source=SOURCE, waivable=False,
+    edition="dualdc topology model (this repository)",
+    verified=True,
+)
 def str01(ctx: Context) -> Iterator[Finding]:
     """Names are unique per kind of entity, and no two waivers name the same rule and target.
 
@@ -51,7 +63,10 @@ def str01(ctx: Context) -> Iterator[Finding]:
                 first[name] = item
 
 
-@rule("STR-02", title="Networks never overlap", severity=ERROR, source=SOURCE, waivable=False)
+@rule("STR-02", title="Networks never overlap", severity=ERROR, source=SOURCE, waivable=False,
+    edition="dualdc topology model (this repository)",
+    verified=True,
+)
 def str02(ctx: Context) -> Iterator[Finding]:
     """No two networks of the topology overlap.
 
@@ -80,7 +95,10 @@ def str02(ctx: Context) -> Iterator[Finding]:
         )
 
 
-@rule("STR-03", title="VLAN ids are unique per site", severity=ERROR, source=SOURCE, waivable=False)
+@rule("STR-03", title="VLAN ids are unique per site", severity=ERROR, source=SOURCE, waivable=False,
+    edition="dualdc topology model (this repository)",
+    verified=True,
+)
 def str03(ctx: Context) -> Iterator[Finding]:
     """No two segments at one site share a VLAN id."""
     first: dict[tuple[str, int], str] = {}
@@ -109,7 +127,9 @@ def _usable(address: ipaddress.IPv4Address, net: ipaddress.IPv4Network) -> str |
 
 
 @rule(
-    "STR-04", title="Host addresses lie inside their segment", severity=ERROR, source=SOURCE, waivable=False
+    "STR-04", title="Host addresses lie inside their segment", severity=ERROR, source=SOURCE, waivable=False,
+    edition="dualdc topology model (this repository)",
+    verified=True,
 )
 def str04(ctx: Context) -> Iterator[Finding]:
     """Every interface address lies inside its segment's network, is neither its network
@@ -130,7 +150,10 @@ def str04(ctx: Context) -> Iterator[Finding]:
                 )
 
 
-@rule("STR-05", title="Addresses are unique", severity=ERROR, source=SOURCE, waivable=False)
+@rule("STR-05", title="Addresses are unique", severity=ERROR, source=SOURCE, waivable=False,
+    edition="dualdc topology model (this repository)",
+    verified=True,
+)
 def str05(ctx: Context) -> Iterator[Finding]:
     """No address is used twice: interface addresses, BMC addresses and the link ends'
     addresses are all distinct. The later use is the finding."""
@@ -174,7 +197,10 @@ def str05(ctx: Context) -> Iterator[Finding]:
                 )
 
 
-@rule("STR-06", title="Gateways lie inside their segment", severity=ERROR, source=SOURCE, waivable=False)
+@rule("STR-06", title="Gateways lie inside their segment", severity=ERROR, source=SOURCE, waivable=False,
+    edition="dualdc topology model (this repository)",
+    verified=True,
+)
 def str06(ctx: Context) -> Iterator[Finding]:
     """Every segment's gateway lies inside its network and is neither the network nor the
     broadcast address."""
@@ -195,6 +221,8 @@ def str06(ctx: Context) -> Iterator[Finding]:
     severity=ERROR,
     source=SOURCE,
     waivable=False,
+    edition="dualdc topology model (this repository)",
+    verified=True,
 )
 def str07(ctx: Context) -> Iterator[Finding]:
     """Every BMC address lies in a ``mgmt`` segment at the host's own site (out-of-band
@@ -226,6 +254,8 @@ def str07(ctx: Context) -> Iterator[Finding]:
     severity=ERROR,
     source=SOURCE,
     waivable=False,
+    edition="dualdc topology model (this repository)",
+    verified=True,
 )
 def str08(ctx: Context) -> Iterator[Finding]:
     """At most one segment per (site, tenant, zone): services and flows are placed by that
@@ -251,13 +281,15 @@ def str08(ctx: Context) -> Iterator[Finding]:
     severity=ERROR,
     source=SOURCE,
     waivable=False,
+    edition="dualdc topology model (this repository)",
+    verified=True,
 )
 def str09(ctx: Context) -> Iterator[Finding]:
     """Hosts and clusters are placed consistently.
 
     A host's interfaces are in segments of its own site; only Kubernetes nodes belong to a
-    cluster, and a cluster's nodes are at the cluster's site; every cluster has at least
-    one control-plane node and one worker.
+    cluster (``gpu_worker`` hosts are workers), and a cluster's nodes are at the cluster's
+    site; every cluster has at least one control-plane node and one worker.
     """
     topo = ctx.topology
     roles: dict[str, Counter[HostRole]] = {c.name: Counter() for c in topo.clusters}
@@ -276,7 +308,7 @@ def str09(ctx: Context) -> Iterator[Finding]:
             continue
         cluster = topo.cluster(host.cluster)
         roles[cluster.name][host.role] += 1
-        if host.role not in (HostRole.K8S_CONTROL_PLANE, HostRole.K8S_WORKER):
+        if host.role not in NODE_ROLES:
             yield ctx.finding(
                 f"host:{host.name}",
                 f"{host.name} is a {host.role.value} host; only Kubernetes nodes belong to a cluster",
@@ -291,14 +323,21 @@ def str09(ctx: Context) -> Iterator[Finding]:
                 "cluster",
             )
     for cluster in topo.clusters:
-        for role in (HostRole.K8S_CONTROL_PLANE, HostRole.K8S_WORKER):
-            if not roles[cluster.name][role]:
-                yield ctx.finding(
-                    f"cluster:{cluster.name}", f"cluster {cluster.name} has no {role.value} node", cluster
-                )
+        if not roles[cluster.name][HostRole.K8S_CONTROL_PLANE]:
+            yield ctx.finding(
+                f"cluster:{cluster.name}", f"cluster {cluster.name} has no k8s_control_plane node", cluster
+            )
+        if not any(roles[cluster.name][role] for role in WORKER_ROLES):
+            yield ctx.finding(
+                f"cluster:{cluster.name}",
+                f"cluster {cluster.name} has no worker node (k8s_worker or gpu_worker)", cluster,
+            )
 
 
-@rule("STR-10", title="Services are placed where they can run", severity=ERROR, source=SOURCE, waivable=False)
+@rule("STR-10", title="Services are placed where they can run", severity=ERROR, source=SOURCE, waivable=False,
+    edition="dualdc topology model (this repository)",
+    verified=True,
+)
 def str10(ctx: Context) -> Iterator[Finding]:
     """Services are placed where they can run.
 
@@ -309,7 +348,7 @@ def str10(ctx: Context) -> Iterator[Finding]:
     topo = ctx.topology
     workers: dict[str, list[set[str]]] = {c.name: [] for c in topo.clusters}
     for host in topo.hosts:
-        if host.cluster in workers and host.role is HostRole.K8S_WORKER:
+        if host.cluster in workers and host.role in WORKER_ROLES:
             workers[host.cluster].append({i.segment for i in host.interfaces})
     for svc in topo.services:
         target = f"service:{svc.name}"
@@ -348,7 +387,10 @@ def str10(ctx: Context) -> Iterator[Finding]:
                 )
 
 
-@rule("STR-11", title="Inter-site links join two sites", severity=ERROR, source=SOURCE, waivable=False)
+@rule("STR-11", title="Inter-site links join two sites", severity=ERROR, source=SOURCE, waivable=False,
+    edition="dualdc topology model (this repository)",
+    verified=True,
+)
 def str11(ctx: Context) -> Iterator[Finding]:
     """Each link's two ends are at two different sites, with distinct addresses inside the
     link's network."""
@@ -367,7 +409,10 @@ def str11(ctx: Context) -> Iterator[Finding]:
                 )
 
 
-@rule("STR-12", title="Deploy order lists every site once", severity=ERROR, source=SOURCE, waivable=False)
+@rule("STR-12", title="Deploy order lists every site once", severity=ERROR, source=SOURCE, waivable=False,
+    edition="dualdc topology model (this repository)",
+    verified=True,
+)
 def str12(ctx: Context) -> Iterator[Finding]:
     """``environment.deploy_order`` lists every site exactly once: deploy goes one site at a
     time and must not skip or repeat one."""
@@ -385,7 +430,10 @@ def str12(ctx: Context) -> Iterator[Finding]:
         )
 
 
-@rule("STR-13", title="Every flow allows something", severity=Severity.WARNING, source=SOURCE, waivable=False)
+@rule("STR-13", title="Every flow allows something", severity=Severity.WARNING, source=SOURCE, waivable=False,
+    edition="dualdc topology model (this repository)",
+    verified=True,
+)
 def str13(ctx: Context) -> Iterator[Finding]:
     """Every flow resolves to at least one connection (a warning).
 
@@ -413,6 +461,8 @@ def str13(ctx: Context) -> Iterator[Finding]:
         "max_days": Param(366, "Longest a waiver may run from today: exceptions are re-approved yearly.")
     },
     waivable=False,
+    edition="시행세칙 2025-02-05",
+    verified=False,
 )
 def wv01(ctx: Context) -> Iterator[Finding]:
     """Waivers are current: not expired, and expiring within ``max_days`` of today.
@@ -449,6 +499,8 @@ def wv01(ctx: Context) -> Iterator[Finding]:
     severity=Severity.WARNING,
     source="전자금융감독규정 시행세칙 제2조의2",
     waivable=False,
+    edition="시행세칙 2025-02-05",
+    verified=False,
 )
 def wv02(ctx: Context) -> Iterator[Finding]:
     """Every current waiver matches a finding (a warning).
@@ -466,6 +518,8 @@ def wv02(ctx: Context) -> Iterator[Finding]:
     severity=Severity.WARNING,
     source="전자금융감독규정 시행세칙 제2조의2 (a waiver holds until its expiry, judged by the calendar)",
     waivable=False,
+    edition="시행세칙 2025-02-05",
+    verified=False,
 )
 def wv03(ctx: Context) -> Iterator[Finding]:
     """``environment.today`` is not set (a warning when it is).
