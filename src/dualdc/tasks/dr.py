@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import shlex
 import sys
 from collections.abc import Callable
+from typing import Any
 
 from invoke.collection import Collection
 from invoke.context import Context
 from invoke.exceptions import Exit
 from invoke.tasks import task
 
-from dualdc import cli
+from dualdc import cli, drevidence
+from dualdc.databases import current_primary
 from dualdc.lab.config import ssh_dir
 from dualdc.model import Service, Topology
-from dualdc.ops import drstate, drstatus, drswitch
+from dualdc.ops import audit, drdrill, drrestore, drstate, drstatus, drswitch
 from dualdc.ops.audit import Result
-from dualdc.ops.lock import LockError, LockHeldError
+from dualdc.ops.lock import LockError, LockHeldError, current_host, current_user
 from dualdc.ops.run import Interrupted, guarded_run
 
 ENV_HELP = "Environment under inventories/ (default: lab)."
@@ -201,3 +204,173 @@ dr_ns.add_task(status)
 dr_ns.add_task(switchover)
 dr_ns.add_task(failover)
 dr_ns.add_task(failback)
+
+
+# --- drill and restore test -----------------------------------------------------------------------
+
+def _record(kind: str, env: str, scenario: str, services: list[Service], started: dt.datetime, *,
+            phases: list[dict[str, Any]], measures: list[dict[str, Any]], checks: list[dict[str, Any]],
+            notes: list[str], sources: list[str]) -> drevidence.Record:
+    git = audit.git_state()
+    record = drevidence.Record(
+        kind=kind, scenario=scenario, environment=env, services=[s.name for s in services], started=started,
+        finished=dt.datetime.now(dt.UTC), commit=git.commit, dirty=git.dirty, user=current_user(),
+        host=current_host(), phases=[drevidence.Phase(**p) for p in phases],
+        measures=[drevidence.Measure(**m) for m in measures], checks=[drevidence.Check(**c) for c in checks],
+        sources=sources, notes=notes,
+        passed=bool(checks) and all(c["passed"] for c in checks) and all(m["met"] for m in measures),
+    )
+    for path in drevidence.write(record):
+        cli.console.print(f"evidence: {path}")
+    return record
+
+
+def _plan(topology: Topology, services: list[Service], scenario: str) -> str:
+    lines = [f"dr.drill --scenario {scenario} on {topology.environment.name} would:"]
+    for svc in services:
+        primary = current_primary(topology, svc)
+        site = topology.host(primary).site
+        peer = topology.dr_peer(site)
+        step = {"planned": f"switch over {primary} to its standby at {peer}, then back",
+                "site-down": f"take {site} down, fail over to {peer}, restore {site}, fail back, switch back",
+                "link-cut": f"cut every inter-site link, fail over to {peer}, restore the links, fail back, "
+                            "switch back"}[scenario]
+        lines.append(f"  {svc.name}: write synthetic transfers to {primary}; {step}; measure RTO/RPO "
+                     f"(targets {svc.rto_minutes} min / {svc.rpo_minutes} min)")
+    return "\n".join(lines) + "\n"
+
+
+@task(help={"env": ENV_HELP,
+            "scenario": "planned (switchover), site-down (a site fails) or link-cut (both links).",
+            "service": SERVICE_HELP, "all": ALL_HELP,
+            "execute": "Outside the lab twin, really run it (without: print the plan, change nothing)."})
+def drill(c: Context, env: str = "lab", scenario: str = "", service: str = "", *, all: bool = False,
+          execute: bool = False) -> None:
+    """Rehearse a site takeover: workload, fault, failover, RTO/RPO, consistency, failback, evidence.
+
+    On the lab twin it runs for real; elsewhere it prints the plan unless --execute is given (and
+    only the planned scenario can run outside the lab: faults come from lab.fault). Exit 0 every
+    target met, 2 one missed (RTO, RPO, consistency, two writable primaries), 1 bad input, 3 a host
+    unreachable.
+    """
+    if scenario not in drdrill.SCENARIOS:
+        raise cli.input_error(f"--scenario must be one of {', '.join(drdrill.SCENARIOS)}, not {scenario!r}")
+    topology = cli.load(env)
+    chosen = _services(topology, service, all)
+    try:
+        state = drstate.load_and_apply(topology)
+    except drstate.StateError as exc:
+        raise cli.input_error(str(exc)) from None
+    if not topology.environment.lab:
+        sys.stdout.write(_plan(topology, chosen, scenario))
+        if not execute:
+            cli.console.print("nothing changed (give --execute to run it)")
+            return
+        if scenario != "planned":
+            raise cli.input_error(f"--scenario {scenario} injects its fault with lab.fault: only the lab "
+                                  "twin can run it; outside the lab only 'planned' runs")
+    elif not (ssh_dir(env) / "config").is_file():
+        raise Exit(f"error: the lab twin of {env!r} is not up: run invoke lab.up, then invoke deploy", code=3)
+    node = drswitch.SshNode(drstatus.ssh_runner(topology))
+    started = dt.datetime.now(dt.UTC)
+    line = _command_line("drill", env, scenario=scenario, service=service, all=all, execute=execute)
+    try:
+        with guarded_run(env, "dr.drill", line, [s.name for s in topology.sites],
+                         options={"scenario": scenario, "service": service or None, "all": all},
+                         on_note=lambda note: cli.console.print(f"note: {note}")) as run:
+            def pair(svc: Service) -> drswitch.Pair:
+                return drswitch.Pair(topology, svc, node, state, save=drstate.save,
+                                     progress=cli.console.print, options=drswitch.Options())
+
+            try:
+                result = drdrill.drill(topology, chosen, scenario, pair, cli.console.print)
+            except (drswitch.DrError, RuntimeError) as exc:
+                code = getattr(exc, "code", 2)
+                _record("drill", env, scenario, chosen, started, phases=[], measures=[],
+                        checks=[{"name": "completed", "service": None, "passed": False,
+                                 "detail": str(exc)[:500]}],
+                        notes=[], sources=[drevidence.SOURCES["drill"], drevidence.SOURCES["rto"]])
+                run.finish(Result.FAILED if code != 3 else Result.UNVERIFIED, code, str(exc)[:2000])
+                raise Exit(f"dr.drill: {exc}", code=code) from None
+            record = _record("drill", env, scenario, chosen, started, phases=result.phases,
+                             measures=result.measures, checks=result.checks, notes=result.notes,
+                             sources=[drevidence.SOURCES["drill"], drevidence.SOURCES["rto"]])
+            for m in result.measures:
+                cli.console.print(
+                    f"{m['service']}: RTO {m['rto_seconds']} s (target {m['rto_target_seconds']} s), "
+                    f"lost {m['rpo_lost_commits']} commits over {m['rpo_window_seconds']} s "
+                    f"(RPO {m['rpo_target_seconds']} s): {'met' if m['met'] else 'MISSED'}")
+            for ch in result.checks:
+                if not ch["passed"]:
+                    cli.console.print(f"[red]check {ch['name']} {ch['service'] or ''}: {ch['detail']}[/red]")
+            run.plan = {"scenario": scenario, "services": [s.name for s in chosen]}
+            if not record.passed:
+                run.finish(Result.DRIFT, 2, "a target was missed")
+                raise Exit(f"dr.drill {scenario}: a target was missed (see the evidence record)", code=2)
+            run.finish(Result.SUCCESS, 0, f"drill {scenario} passed")
+            cli.console.print(f"dr.drill {scenario}: every target met")
+    except LockHeldError as exc:
+        raise Exit(f"error: {exc}", code=cli.ExitCode.INPUT) from None
+    except Interrupted as exc:
+        raise Exit(f"dr.drill {env}: {exc}; no two primaries were writable at any step (fence before "
+                   f"promote); run dr.status, then dr.failback and dr.switchover to put the pairs back",
+                   code=exc.exit_code) from None
+
+
+@task(name="restore-test",
+      help={"env": ENV_HELP, "service": "Only this service's database (default: every one)."})
+def restore_test(c: Context, env: str = "lab", service: str = "") -> None:
+    """Restore the latest backup into a scratch instance on the backup host and check it against the source.
+
+    pgbackrest verify, restore into a scratch folder (the repository is only read), a scratch
+    PostgreSQL on a Unix socket with archiving off, row counts and an md5 of the workload's tables
+    against the running primary, then the scratch instance is removed. Exit 0 passed, 2 a check
+    failed, 1 bad input, 3 a host unreachable.
+    """
+    topology = cli.load(env)
+    chosen = _services(topology, service, not service)
+    try:
+        drstate.load_and_apply(topology)
+    except drstate.StateError as exc:
+        raise cli.input_error(str(exc)) from None
+    if topology.environment.lab and not (ssh_dir(env) / "config").is_file():
+        raise Exit(f"error: the lab twin of {env!r} is not up: run invoke lab.up, then invoke deploy", code=3)
+    runner = drstatus.ssh_runner(topology)
+    started = dt.datetime.now(dt.UTC)
+    line = _command_line("restore-test", env, service=service)
+    try:
+        with guarded_run(env, "dr.restore-test", line, [s.name for s in topology.sites],
+                         options={"service": service or None},
+                         on_note=lambda note: cli.console.print(f"note: {note}")) as run:
+            phases, checks, measures, code = [], [], [], 0
+            for svc in chosen:
+                try:
+                    res = drrestore.restore_test(topology, svc, runner, cli.console.print)
+                except drrestore.RestoreError as exc:
+                    checks.append({"name": "restore", "service": svc.name, "passed": False,
+                                   "detail": str(exc)})
+                    code = max(code, exc.code)
+                    cli.console.print(f"[red]{exc}[/red]")
+                    continue
+                phases += [{**p, "name": f"{svc.name}: {p['name']}"} for p in res.phases]
+                checks += res.checks
+                measures.append({"service": svc.name, "tier": svc.tier, "seconds": res.seconds,
+                                 "met": res.passed})
+                cli.console.print(f"{svc.name}: backup {res.backup} restored on {res.repo_host} in "
+                                  f"{res.seconds} s: {'passed' if res.passed else 'FAILED'}")
+            record = _record("restore-test", env, "", chosen, started, phases=phases, measures=measures,
+                             checks=checks, notes=[], sources=[drevidence.SOURCES["restore"]])
+            if not record.passed:
+                code = code or 2
+                run.finish(Result.FAILED if code != 3 else Result.UNVERIFIED, code, "a restore check failed")
+                raise Exit("dr.restore-test: a check failed (see the evidence record)", code=code)
+            run.finish(Result.SUCCESS, 0, "restore test passed")
+    except LockHeldError as exc:
+        raise Exit(f"error: {exc}", code=cli.ExitCode.INPUT) from None
+    except Interrupted as exc:
+        raise Exit(f"dr.restore-test {env}: {exc}; run it again (the scratch folder is replaced)",
+                   code=exc.exit_code) from None
+
+
+dr_ns.add_task(drill)
+dr_ns.add_task(restore_test)
