@@ -60,6 +60,15 @@ def _streaming(lab: Any, primary: str, standby: str, seconds: float = 60) -> boo
     return False
 
 
+@pytest.fixture(scope="module")
+def databases(lab: Any, deployed: dict[str, Any]) -> Any:
+    """The session's deployed lab, with both banks' pairs streaming."""
+    assert deployed["done"].returncode == 0, deployed["done"].stdout[-3000:] + deployed["done"].stderr[-3000:]
+    for primary, standby in (("gj-db-kj-01", "jj-db-kj-01"), ("jj-db-jb-01", "gj-db-jb-01")):
+        assert _streaming(lab, primary, standby)
+    return lab
+
+
 @pytest.fixture
 def dr_lab(databases: Any, tmp_path: Path) -> Any:
     assert drstate.load("lab").services == {}, "a previous test left a primary moved"

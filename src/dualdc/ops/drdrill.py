@@ -87,7 +87,8 @@ class Session:
 
     def __init__(self, argv: list[str], database: str = DB) -> None:
         self.proc = subprocess.Popen(
-            [*argv, f"runuser -u postgres -- psql -XAtq -v ON_ERROR_STOP=0 -d {database}"],
+            # stdbuf: psql's answers reach the pipe line by line, not when its buffer fills
+            [*argv, f"runuser -u postgres -- stdbuf -oL psql -XAtq -v ON_ERROR_STOP=0 -d {database}"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1,
         )
         self.sel = selectors.DefaultSelector()

@@ -125,7 +125,7 @@ def restore_test(topology: Topology, svc: Service, runner: Runner, say: Any) -> 
         start = (
             f"cd {data} && printf \"listen_addresses = ''\\nport = {PORT}\\n"
             f"unix_socket_directories = '{data}'\\n"
-            f"archive_mode = off\\nhot_standby = on\\nshared_buffers = 32MB\\n\" > postgresql.conf && "
+            f"archive_mode = off\\nhot_standby = off\\nshared_buffers = 32MB\\n\" > postgresql.conf && "
             f"printf 'local all postgres peer\\n' > pg_hba.conf && : > pg_ident.conf && "
             f"chown postgres:postgres postgresql.conf pg_hba.conf pg_ident.conf && "
             f"{pg}{bin_dir}/pg_ctl -D {data} -l {data}/restore-test.log -w -t 300 start"
@@ -134,9 +134,12 @@ def restore_test(topology: Topology, svc: Service, runner: Runner, say: Any) -> 
         # wait until recovery has ended (promoted)
         deadline = time.monotonic() + 300
         while True:
-            out = _run(runner, repo.name, f"{pg}psql -XAtq -h {data} -p {PORT} -d postgres -c "
-                       "'SELECT pg_is_in_recovery()'", "ask the scratch instance")
-            if out.strip().endswith("f"):
+            # refused while it recovers (hot_standby is off): asked again until it is promoted
+            code, out, _ = runner(repo.name, f"{pg}psql -XAtq -h {data} -p {PORT} -d postgres -c "
+                                  "'SELECT pg_is_in_recovery()'")
+            if code == 255:
+                raise RestoreError(f"{repo.name}: unreachable over SSH", code=3)
+            if code == 0 and out.strip().endswith("f"):
                 break
             if time.monotonic() > deadline:
                 raise RestoreError(f"{svc.name}: the scratch instance did not finish recovery in 300 s")
