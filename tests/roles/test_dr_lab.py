@@ -161,3 +161,36 @@ def test_restore_test_of_one_service_matches_its_source(dr_lab: Any, tmp_path: P
     assert before == after
     assert dr_lab.exec_in_host(repo.name, ["test", "-e", "/var/lib/postgresql/dualdc-restore-test/" + SVC],
                                check=False).returncode != 0
+
+
+def test_one_link_cut_keeps_streaming_and_both_cut_is_a_missed_target(databases: Any) -> None:
+    """Issue 16's link faults: one inter-site link cut, replication streams over the other;
+    both cut, the standbys stop streaming and dr.status exits 2."""
+    links = [link.name for link in load_environment("lab").links]
+    assert len(links) >= 2
+    try:
+        assert invoke("lab.fault", "--env", "lab", "--link", links[0], "--cut").returncode == 0
+        token = f"t{time.time_ns()}"
+        sql = ("CREATE TABLE IF NOT EXISTS dualdc_probe (token text PRIMARY KEY, at timestamptz "
+               f"DEFAULT clock_timestamp()); INSERT INTO dualdc_probe (token) VALUES ('{token}')")
+        databases.exec_in_host(PRIMARY, ["runuser", "-u", "postgres", "--", "psql", "-XAtq", "-c", sql])
+        deadline = time.monotonic() + 30
+        seen = ""
+        while time.monotonic() < deadline and seen != "1":
+            query = f"SELECT count(*) FROM dualdc_probe WHERE token = '{token}'"
+            seen = databases.exec_in_host(STANDBY, ["runuser", "-u", "postgres", "--", "psql", "-XAtq", "-c",
+                                                    query], check=False).stdout.strip()
+            time.sleep(0.3)
+        assert seen == "1", f"with {links[0]} cut the row never reached {STANDBY}"
+        for link in links[1:]:
+            assert invoke("lab.fault", "--env", "lab", "--link", link, "--cut").returncode == 0
+        deadline = time.monotonic() + 180
+        code = 0
+        while time.monotonic() < deadline and code != 2:
+            code = invoke("dr.status", "--env", "lab", "--service", SVC, timeout=120).returncode
+            time.sleep(2)
+        assert code == 2, "dr.status did not report the standby that stopped streaming"
+    finally:
+        for link in links:
+            invoke("lab.fault", "--env", "lab", "--link", link, "--restore")
+    assert _streaming(databases, PRIMARY, STANDBY, seconds=120)
