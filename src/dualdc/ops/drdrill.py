@@ -149,8 +149,9 @@ class Workload:
     def run(self) -> None:
         members = [h for _, h, _ in current_placements(self.topology, self.svc)]
         rng = random.Random(self.svc.name)  # noqa: S311 (synthetic load, not crypto)
-        order = itertools.cycle(members)
         host = current_primary(self.topology, self.svc)
+        # on a refusal or a timeout, the next member after the one that failed
+        order = itertools.cycle(members[members.index(host) + 1:] + members[:members.index(host) + 1])
         session: Session | None = None
         while not self.stop.is_set():
             if session is None:
