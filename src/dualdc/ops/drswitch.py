@@ -121,12 +121,25 @@ class Node(Protocol):
 class SshNode:
     """:class:`Node` over SSH: commands run as root on the host, PostgreSQL's as ``postgres``."""
 
-    def __init__(self, runner: Runner, version: int = 15) -> None:
+    def __init__(self, runner: Runner, version: int = 15, *, data: str | None = None, conf: str | None = None,
+                 ctl: str | None = None) -> None:
+        """``data``, ``conf`` and ``ctl`` (a command taking status, stop -m fast, start) may name
+        ``{host}``; by default Debian's cluster ``main`` of ``version``, managed with pg_ctlcluster."""
         self.run = runner
         self.v = version
-        self.data = PG_DATA.format(v=version)
-        self.conf = PG_CONF.format(v=version)
+        self.data_t = data or PG_DATA.format(v=version)
+        self.conf_t = conf or PG_CONF.format(v=version)
+        self.ctl_t = ctl or f"pg_ctlcluster {version} main"
         self.bin = PG_BIN.format(v=version)
+
+    def _data(self, host: str) -> str:
+        return self.data_t.format(host=host)
+
+    def _conf(self, host: str) -> str:
+        return self.conf_t.format(host=host)
+
+    def _ctl(self, host: str) -> str:
+        return self.ctl_t.format(host=host)
 
     def _do(self, host: str, command: str, what: str) -> str:
         code, out, err = self.run(host, command)
@@ -145,7 +158,7 @@ class SshNode:
         if code == 255:
             return Facts(host, "unreachable", detail=err.strip()[:200])
         if code != 0:
-            status, _, _ = self.run(host, f"pg_ctlcluster {self.v} main status >/dev/null 2>&1; echo $?")
+            status, _, _ = self.run(host, f"{self._ctl(host)} status >/dev/null 2>&1; echo $?")
             state = "stopped" if status != 255 else "unreachable"
             return Facts(host, state, detail=(err or out).strip()[-200:])
         try:
@@ -159,25 +172,27 @@ class SshNode:
         )
 
     def stop(self, host: str) -> None:
-        self._do(host, f"pg_ctlcluster {self.v} main status >/dev/null 2>&1 || exit 0; "
-                       f"pg_ctlcluster {self.v} main stop -m fast", "stop PostgreSQL")
+        ctl = self._ctl(host)
+        self._do(host, f"{ctl} status >/dev/null 2>&1 || exit 0; {ctl} stop -m fast", "stop PostgreSQL")
 
     def start(self, host: str) -> None:
-        self._do(host, f"pg_ctlcluster {self.v} main status >/dev/null 2>&1 && exit 0; "
-                       f"pg_ctlcluster {self.v} main start", "start PostgreSQL")
+        ctl = self._ctl(host)
+        self._do(host, f"{ctl} status >/dev/null 2>&1 && exit 0; {ctl} start", "start PostgreSQL")
 
     def fence(self, host: str, conf: str) -> None:
+        data, target = self._data(host), f"{self._conf(host)}/{DR_CONF}"
         self._do(host, (
-            f"install -o postgres -g postgres -m 0600 /dev/null {self.data}/standby.signal && "
-            f"cat > {self.conf}/{DR_CONF}.tmp <<'DUALDC_EOF'\n{conf}DUALDC_EOF\n"
-            f"chown postgres:postgres {self.conf}/{DR_CONF}.tmp && chmod 0644 {self.conf}/{DR_CONF}.tmp && "
-            f"mv {self.conf}/{DR_CONF}.tmp {self.conf}/{DR_CONF}"), "fence it (standby.signal)")
+            f"install -o postgres -g postgres -m 0600 /dev/null {data}/standby.signal && "
+            f"cat > {target}.tmp <<'DUALDC_EOF'\n{conf}DUALDC_EOF\n"
+            f"chown postgres:postgres {target}.tmp && chmod 0644 {target}.tmp && "
+            f"mv {target}.tmp {target}"), "fence it (standby.signal)")
 
     def unfence(self, host: str) -> None:
-        self._do(host, f"rm -f {self.data}/standby.signal {self.conf}/{DR_CONF}", "lift its fence")
+        self._do(host, f"rm -f {self._data(host)}/standby.signal {self._conf(host)}/{DR_CONF}",
+                 "lift its fence")
 
     def checkpoint(self, host: str) -> tuple[int | None, int | None, str]:
-        out = self._do(host, f"{self.bin}/pg_controldata {self.data}", "read its control file")
+        out = self._do(host, f"{self.bin}/pg_controldata {self._data(host)}", "read its control file")
         loc = re.search(r"Latest checkpoint location:\s+(\S+)", out)
         tli = re.search(r"Latest checkpoint's TimeLineID:\s+(\d+)", out)
         state = re.search(r"Database cluster state:\s+(.+)", out)
@@ -203,8 +218,9 @@ class SshNode:
     def reclone(self, host: str, conninfo: str, slot: str, conf: str) -> None:
         self.stop(host)
         self._do(host, (
-            f"find {self.data} -mindepth 1 -delete && "
-            f"runuser -u postgres -- {self.bin}/pg_basebackup -d {shlex.quote(conninfo)} -D {self.data} "
+            f"find {self._data(host)} -mindepth 1 -delete && "
+            f"runuser -u postgres -- {self.bin}/pg_basebackup -d {shlex.quote(conninfo)} "
+            f"-D {self._data(host)} "
             f"-X stream -S {slot} --checkpoint=fast --no-password"),
             "clone it from the primary (pg_basebackup)")
         self.fence(host, conf)

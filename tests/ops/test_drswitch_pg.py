@@ -1,0 +1,174 @@
+"""dr.switchover, dr.failover and dr.failback against real PostgreSQL 15: two local clusters.
+
+The commands' own shell steps (:class:`dualdc.ops.drswitch.SshNode`: read the state, fence,
+stop, read the control file, promote, create slots, re-clone with pg_basebackup) run on two
+throw-away clusters of this machine's PostgreSQL, on Unix sockets only, standing in for
+gj-db-kj-01 and jj-db-kj-01. Only the transport differs from the lab (a local shell rather than
+SSH) and the standby's connection string (a socket rather than TLS to a replication address).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+
+from dualdc.databases import slot_name
+from dualdc.loader import load_environment
+from dualdc.ops import drstate
+from dualdc.ops.drswitch import Options, Pair, SshNode
+
+BIN = Path("/usr/lib/postgresql/15/bin")
+GJ, JJ = "gj-db-kj-01", "jj-db-kj-01"
+PORTS = {GJ: 55431, JJ: 55432}
+
+pytestmark = pytest.mark.skipif(
+    not (BIN / "postgres").exists() or os.geteuid() != 0 or shutil.which("runuser") is None,
+    reason="needs PostgreSQL 15 server binaries and root (runuser to postgres)",
+)
+
+
+def _pg(*argv: str, check: bool = True, **kw: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["runuser", "-u", "postgres", "--", *argv], capture_output=True, text=True,
+                          timeout=120, check=check, **kw)
+
+
+class Local:
+    """Two clusters in ``root``: data in root/HOST (socket in root/HOST/sock), settings in root/HOST-etc."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def data(self, host: str) -> Path:
+        return self.root / host
+
+    def run(self, host: str, command: str) -> tuple[int, str, str]:
+        if host not in PORTS:  # the backup host: no pgBackRest repository here
+            return 1, "", "no such host here"
+        env = {**os.environ, "PGPORT": str(PORTS[host]), "PGHOST": str(self.data(host) / "sock")}
+        done = subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=120, env=env,
+                              check=False)
+        return done.returncode, done.stdout, done.stderr
+
+    def sql(self, host: str, sql: str) -> str:
+        code, out, err = self.run(host, f"runuser -u postgres -- psql -XAtq -d postgres -c \"{sql}\"")
+        assert code == 0, err
+        return out.strip()
+
+    def own_conf(self, host: str) -> None:
+        """Its configuration outside the data folder, as Debian keeps it in /etc (a clone copies none)."""
+        etc = self.root / f"{host}-etc"
+        conf = etc / "conf.d"
+        conf.mkdir(parents=True, exist_ok=True)
+        (self.data(host) / "sock").mkdir(exist_ok=True)
+        (etc / "postgresql.conf").write_text(
+            f"hba_file = '{etc}/pg_hba.conf'\nident_file = '{etc}/pg_ident.conf'\n"
+            "include_dir = 'conf.d'\n",
+            encoding="utf-8")
+        (etc / "pg_hba.conf").write_text("local all all trust\nlocal replication all trust\n",
+                                         encoding="utf-8")
+        (etc / "pg_ident.conf").write_text("", encoding="utf-8")
+        (conf / "00-local.conf").write_text(
+            f"port = {PORTS[host]}\nlisten_addresses = ''\n"
+            f"unix_socket_directories = '{self.data(host)}/sock'\n"
+            "wal_level = replica\nhot_standby = on\nwal_keep_size = 0\n", encoding="utf-8")
+        subprocess.run(["chown", "-R", "postgres:postgres", str(self.data(host)), str(etc)], check=True)
+
+
+@pytest.fixture
+def pair_dirs() -> Any:
+    # not under pytest's tmp_path: its parents are root's alone, and the clusters run as postgres
+    root = Path(tempfile.mkdtemp(prefix="dualdc-pg-"))
+    subprocess.run(["chown", "postgres:postgres", str(root)], check=True)
+    local = Local(root)
+    _pg(str(BIN / "initdb"), "-D", str(local.data(GJ)), "--auth=trust", "--data-checksums", "-U", "postgres")
+    local.own_conf(GJ)
+    ctl = (f"runuser -u postgres -- {BIN}/pg_ctl -D {root}/{{host}} -l {root}/{{host}}.log -w "
+           f"-o '-c config_file={root}/{{host}}-etc/postgresql.conf'")
+    node = SshNode(local.run, data=f"{root}/{{host}}", conf=f"{root}/{{host}}-etc", ctl=ctl)
+    node.start(GJ)
+    local.sql(GJ, f"SELECT pg_create_physical_replication_slot('{slot_name(JJ)}', true)")
+    local.sql(GJ, "CREATE TABLE ledger (id int PRIMARY KEY, amount int)")
+    local.sql(GJ, "INSERT INTO ledger SELECT g, g FROM generate_series(1, 100) g")
+    _pg(str(BIN / "pg_basebackup"), "-d", f"host={local.data(GJ)}/sock port={PORTS[GJ]} user=postgres",
+        "-D", str(local.data(JJ)), "-X", "stream", "-S", slot_name(JJ))
+    local.own_conf(JJ)
+    node.fence(JJ, f"# {JJ} is a standby of {GJ};\nprimary_conninfo = 'host={local.data(GJ)}/sock "
+                   f"port={PORTS[GJ]} user=postgres application_name={slot_name(JJ)}'\n"
+                   f"primary_slot_name = '{slot_name(JJ)}'\n")
+    node.start(JJ)
+    try:
+        yield local, node
+    finally:
+        for host in (GJ, JJ):
+            local.run(host, f"runuser -u postgres -- {BIN}/pg_ctl -D {local.data(host)} -m immediate stop")
+        shutil.rmtree(root, ignore_errors=True)
+
+
+class LocalPair(Pair):
+    """The real Pair, with a standby's connection string to the other cluster's socket."""
+
+    sockets: ClassVar[dict[str, str]] = {}
+
+    def standby_conf(self, host: str, operation: str) -> tuple[str, str, str]:
+        primary = self.primary()
+        slot = slot_name(host)
+        conninfo = f"host={self.sockets[primary]} port={PORTS[primary]} user=postgres"
+        conf = (f"# dualdc dr.{operation}: {host} is a standby of {primary}; test\n"
+                f"primary_conninfo = '{conninfo} application_name={slot}'\nprimary_slot_name = '{slot}'\n"
+                "recovery_target_timeline = 'latest'\nsynchronous_standby_names = ''\n")
+        return conf, conninfo, slot
+
+
+def _pair(local: Local, node: SshNode, state_root: Path) -> Pair:
+    topology = load_environment("lab")
+    state = drstate.load_and_apply(topology, state_root)
+    svc = topology.service("kj-core-banking")
+    LocalPair.sockets = {h: str(local.data(h) / "sock") for h in (GJ, JJ)}
+    return LocalPair(topology, svc, node, state, save=lambda s: drstate.save(s, state_root),
+                     progress=lambda m: None,
+                     options=Options(poll=0.1, catchup_timeout=30, stream_timeout=60))
+
+
+def _writable(local: Local, host: str) -> bool:
+    code, out, _ = local.run(host, "runuser -u postgres -- psql -XAtq -d postgres -c 'SELECT txid_current()'")
+    return code == 0 and out.strip().isdigit()
+
+
+def test_switchover_and_back_on_real_postgresql(pair_dirs: Any, tmp_path: Path) -> None:
+    local, node = pair_dirs
+    assert node.facts(GJ).state == "writable" and node.facts(JJ).state == "recovery"
+    outcome = _pair(local, node, tmp_path / "state").switchover("jeonju")
+    assert outcome.changed and outcome.loss_bytes == 0, outcome.message
+    assert _writable(local, JJ) and not _writable(local, GJ)
+    assert node.facts(JJ).timeline == 2
+    assert local.sql(JJ, "SELECT count(*) FROM ledger") == "100"  # nothing acknowledged was lost
+    local.sql(JJ, "INSERT INTO ledger VALUES (101, 101)")
+    query = f"SELECT state FROM pg_stat_replication WHERE application_name = '{slot_name(GJ)}'"
+    streaming = local.sql(JJ, query)
+    assert streaming == "streaming"  # the old primary follows the new one, no rewind needed
+    back = _pair(local, node, tmp_path / "state").switchover("gwangju")
+    assert back.changed, back.message
+    assert _writable(local, GJ) and not _writable(local, JJ)
+    assert local.sql(GJ, "SELECT count(*) FROM ledger") == "101"
+    assert drstate.load("lab", tmp_path / "state").services == {}
+
+
+def test_failover_then_failback_on_real_postgresql(pair_dirs: Any, tmp_path: Path) -> None:
+    local, node = pair_dirs
+    outcome = _pair(local, node, tmp_path / "state").failover("jeonju")
+    assert outcome.changed and outcome.fenced == [GJ]
+    assert _writable(local, JJ) and not _writable(local, GJ)
+    assert (local.data(GJ) / "standby.signal").exists()  # fenced: it can only come up read-only
+    local.sql(JJ, "INSERT INTO ledger VALUES (500, 500)")
+    rebuilt = _pair(local, node, tmp_path / "state").failback()
+    assert rebuilt.changed and rebuilt.fenced == [], rebuilt.message
+    assert not _writable(local, GJ)
+    state = drstate.load("lab", tmp_path / "state").services["kj-core-banking"]
+    assert state.primary == JJ and state.fenced == []
+    assert local.sql(GJ, "SELECT count(*) FROM ledger WHERE id = 500") == "1"
