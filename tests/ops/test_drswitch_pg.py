@@ -39,7 +39,7 @@ def _pg(*argv: str, check: bool = True, **kw: Any) -> subprocess.CompletedProces
 
 
 class Local:
-    """Two clusters in ``root``: data in root/HOST (socket in root/HOST/sock), settings in root/HOST-etc."""
+    """Two clusters in ``root``: data in root/HOST, socket in root/HOST-sock, settings in root/HOST-etc."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -47,10 +47,14 @@ class Local:
     def data(self, host: str) -> Path:
         return self.root / host
 
+    def sock(self, host: str) -> str:
+        """Outside the data folder: a clone copies none of the other cluster's socket lock files."""
+        return str(self.root / f"{host}-sock")
+
     def run(self, host: str, command: str) -> tuple[int, str, str]:
         if host not in PORTS:  # the backup host: no pgBackRest repository here
             return 1, "", "no such host here"
-        env = {**os.environ, "PGPORT": str(PORTS[host]), "PGHOST": str(self.data(host) / "sock")}
+        env = {**os.environ, "PGPORT": str(PORTS[host]), "PGHOST": self.sock(host)}
         done = subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=120, env=env,
                               check=False)
         return done.returncode, done.stdout, done.stderr
@@ -65,7 +69,7 @@ class Local:
         etc = self.root / f"{host}-etc"
         conf = etc / "conf.d"
         conf.mkdir(parents=True, exist_ok=True)
-        (self.data(host) / "sock").mkdir(exist_ok=True)
+        Path(self.sock(host)).mkdir(exist_ok=True)
         (etc / "postgresql.conf").write_text(
             f"hba_file = '{etc}/pg_hba.conf'\nident_file = '{etc}/pg_ident.conf'\n"
             "include_dir = 'conf.d'\n",
@@ -75,9 +79,10 @@ class Local:
         (etc / "pg_ident.conf").write_text("", encoding="utf-8")
         (conf / "00-local.conf").write_text(
             f"port = {PORTS[host]}\nlisten_addresses = ''\n"
-            f"unix_socket_directories = '{self.data(host)}/sock'\n"
+            f"unix_socket_directories = '{self.sock(host)}'\n"
             "wal_level = replica\nhot_standby = on\nwal_keep_size = 0\n", encoding="utf-8")
-        subprocess.run(["chown", "-R", "postgres:postgres", str(self.data(host)), str(etc)], check=True)
+        subprocess.run(["chown", "-R", "postgres:postgres", str(self.data(host)), str(etc), self.sock(host)],
+                       check=True)
 
 
 @pytest.fixture
@@ -95,10 +100,10 @@ def pair_dirs() -> Any:
     local.sql(GJ, f"SELECT pg_create_physical_replication_slot('{slot_name(JJ)}', true)")
     local.sql(GJ, "CREATE TABLE ledger (id int PRIMARY KEY, amount int)")
     local.sql(GJ, "INSERT INTO ledger SELECT g, g FROM generate_series(1, 100) g")
-    _pg(str(BIN / "pg_basebackup"), "-d", f"host={local.data(GJ)}/sock port={PORTS[GJ]} user=postgres",
+    _pg(str(BIN / "pg_basebackup"), "-d", f"host={local.sock(GJ)} port={PORTS[GJ]} user=postgres",
         "-D", str(local.data(JJ)), "-X", "stream", "-S", slot_name(JJ))
     local.own_conf(JJ)
-    node.fence(JJ, f"# {JJ} is a standby of {GJ};\nprimary_conninfo = 'host={local.data(GJ)}/sock "
+    node.fence(JJ, f"# {JJ} is a standby of {GJ};\nprimary_conninfo = 'host={local.sock(GJ)} "
                    f"port={PORTS[GJ]} user=postgres application_name={slot_name(JJ)}'\n"
                    f"primary_slot_name = '{slot_name(JJ)}'\n")
     node.start(JJ)
@@ -107,7 +112,7 @@ def pair_dirs() -> Any:
     finally:
         for host in (GJ, JJ):
             local.run(host, f"runuser -u postgres -- {BIN}/pg_ctl -D {local.data(host)} -m immediate stop")
-        shutil.rmtree(root, ignore_errors=True)
+        os.environ.get("DUALDC_KEEP_PG") or shutil.rmtree(root, ignore_errors=True)
 
 
 class LocalPair(Pair):
@@ -129,7 +134,7 @@ def _pair(local: Local, node: SshNode, state_root: Path) -> Pair:
     topology = load_environment("lab")
     state = drstate.load_and_apply(topology, state_root)
     svc = topology.service("kj-core-banking")
-    LocalPair.sockets = {h: str(local.data(h) / "sock") for h in (GJ, JJ)}
+    LocalPair.sockets = {h: local.sock(h) for h in (GJ, JJ)}
     return LocalPair(topology, svc, node, state, save=lambda s: drstate.save(s, state_root),
                      progress=lambda m: None,
                      options=Options(poll=0.1, catchup_timeout=30, stream_timeout=60))
@@ -172,3 +177,47 @@ def test_failover_then_failback_on_real_postgresql(pair_dirs: Any, tmp_path: Pat
     state = drstate.load("lab", tmp_path / "state").services["kj-core-banking"]
     assert state.primary == JJ and state.fenced == []
     assert local.sql(GJ, "SELECT count(*) FROM ledger WHERE id = 500") == "1"
+
+
+def _guard_script(local: Local, host: str, peer: str) -> str:
+    """The role's start guard (roles/postgresql/templates/dualdc-pg-guard.j2) for a local cluster."""
+    import jinja2
+
+    root = Path(__file__).resolve().parents[2]
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(root / "roles/postgresql/templates"),
+                             keep_trailing_newline=True, autoescape=False)
+    env.filters["comment"] = lambda text: f"# {text}"
+    return env.get_template("dualdc-pg-guard.j2").render(
+        ansible_managed="Ansible managed", _postgresql_data_dir=str(local.data(host)),
+        _postgresql_marker=str(local.root / f"{host}.marker"), _postgresql_bin=str(BIN),
+        _postgresql_tls_dir=str(local.root), postgresql_database={
+            "service": "kj-core-banking", "port": PORTS[peer], "replication_user": "repl_kj_core_banking",
+            "peers": [{"name": peer, "address": local.sock(peer)}]})
+
+
+def test_the_start_guard_keeps_a_superseded_old_primary_read_only(pair_dirs: Any, tmp_path: Path) -> None:
+    """A lost site returns after a failover: its old primary, which nothing could fence, starts read-only."""
+    local, node = pair_dirs
+    local.sql(GJ, "CREATE ROLE repl_kj_core_banking LOGIN REPLICATION")
+    # the site is lost: its primary dies where it stands (no fence reaches it)
+    local.run(GJ, f"runuser -u postgres -- {BIN}/pg_ctl -D {local.data(GJ)} -m immediate stop")
+    (local.root / f"{GJ}.marker").write_text("dualdc\n", encoding="utf-8")
+    node.promote(JJ)
+    assert node.facts(JJ).timeline == 2
+    assert not (local.data(GJ) / "standby.signal").exists()
+    # the site comes back: the guard runs before PostgreSQL
+    script = tmp_path / "guard.sh"
+    script.write_text(_guard_script(local, GJ, JJ), encoding="utf-8")
+    code, _, err = local.run(GJ, f"sh {script}")
+    assert code == 0
+    assert "superseded, starting read-only" in err
+    assert (local.data(GJ) / "standby.signal").exists()
+    node.start(GJ)
+    assert node.facts(GJ).state == "recovery" and not _writable(local, GJ)
+    assert _writable(local, JJ)
+    # and a primary that was not superseded starts as it was: the guard leaves it alone
+    (local.root / f"{JJ}.marker").write_text("dualdc\n", encoding="utf-8")
+    mine = tmp_path / "guard-jj.sh"
+    mine.write_text(_guard_script(local, JJ, GJ), encoding="utf-8")
+    code, _, err = local.run(JJ, f"sh {mine}")
+    assert code == 0 and "superseded" not in err

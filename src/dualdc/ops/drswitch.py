@@ -59,7 +59,10 @@ FACTS_SQL = """SELECT json_build_object(
  'in_recovery', pg_is_in_recovery(),
  'lsn', CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn()::text ELSE pg_current_wal_lsn()::text END,
  'receive_lsn', pg_last_wal_receive_lsn()::text,
- 'timeline', (SELECT timeline_id FROM pg_control_checkpoint()),
+ 'timeline', CASE WHEN pg_is_in_recovery()
+     THEN coalesce((SELECT received_tli FROM pg_stat_wal_receiver),
+                   (SELECT timeline_id FROM pg_control_checkpoint()))
+     ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END,
  'senders', (SELECT coalesce(json_agg(json_build_object('name', application_name, 'state', state,
      'replay_lsn', replay_lsn::text, 'lag_bytes', CASE WHEN pg_is_in_recovery() THEN NULL
      ELSE pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn) END,
