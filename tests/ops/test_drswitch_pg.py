@@ -221,3 +221,66 @@ def test_the_start_guard_keeps_a_superseded_old_primary_read_only(pair_dirs: Any
     mine.write_text(_guard_script(local, JJ, GJ), encoding="utf-8")
     code, _, err = local.run(JJ, f"sh {mine}")
     assert code == 0 and "superseded" not in err
+
+
+def test_restore_test_on_real_postgresql_and_pgbackrest() -> None:
+    """dr.restore-test's steps on a local pgBackRest repository of a local primary."""
+    if shutil.which("pgbackrest") is None:
+        pytest.skip("needs pgbackrest")
+    from dualdc.ops import drrestore
+    from dualdc.ops.drdrill import SETUP_SQL
+
+    root = Path(tempfile.mkdtemp(prefix="dualdc-pgbr-"))
+    subprocess.run(["chown", "postgres:postgres", str(root)], check=True)
+    local = Local(root)
+    stanza = "kj-core-banking"
+    conf = root / "pgbackrest.conf"
+    try:
+        _pg(str(BIN / "initdb"), "-D", str(local.data(GJ)), "--auth=trust", "--data-checksums",
+            "-U", "postgres")
+        local.own_conf(GJ)
+        conf.write_text(f"[global]\nrepo1-path={root}/repo\nlog-path={root}\nlock-path={root}/lock\n"
+                        f"log-level-file=off\nstart-fast=y\n[{stanza}]\npg1-path={local.data(GJ)}\n"
+                        f"pg1-port={PORTS[GJ]}\npg1-socket-path={local.sock(GJ)}\n", encoding="utf-8")
+        with (root / f"{GJ}-etc" / "conf.d" / "00-local.conf").open("a", encoding="utf-8") as f:
+            f.write(f"archive_mode = on\narchive_command = 'pgbackrest --config={conf} --stanza={stanza} "
+                    "archive-push %p'\n")
+        (root / "repo").mkdir()
+        subprocess.run(["chown", "-R", "postgres:postgres", str(root)], check=True)
+        ctl = (f"runuser -u postgres -- {BIN}/pg_ctl -D {root}/{{host}} -l {root}/{{host}}.log -w "
+               f"-o '-c config_file={root}/{{host}}-etc/postgresql.conf'")
+        node = SshNode(local.run, data=f"{root}/{{host}}", conf=f"{root}/{{host}}-etc", ctl=ctl)
+        node.start(GJ)
+        code, _, err = local.run(GJ, "runuser -u postgres -- psql -XAtq -v ON_ERROR_STOP=1 -d postgres "
+                                     "<<'SQL'\n"
+                                     f"{SETUP_SQL}\nINSERT INTO transfers VALUES (1, 1, 2, 5);\n"
+                                     "UPDATE accounts SET balance = balance - 5 WHERE id = 1;\n"
+                                     "UPDATE accounts SET balance = balance + 5 WHERE id = 2;\nSQL")
+        assert code == 0, err
+        for step in ("stanza-create", "backup --type=full"):
+            code, _, err = local.run(GJ, f"runuser -u postgres -- pgbackrest --config={conf} "
+                                         f"--stanza={stanza} {step}")
+            assert code == 0, err
+
+        def runner(host: str, command: str) -> tuple[int, str, str]:
+            # the repository host is this machine; its default configuration is the one above
+            os.environ["PGBACKREST_CONFIG"] = str(conf)
+            try:
+                return local.run(GJ, command)
+            finally:
+                del os.environ["PGBACKREST_CONFIG"]
+
+        topology = load_environment("lab")
+        res = drrestore.restore_test(topology, topology.service(stanza), runner, lambda m: None,
+                                     scratch=str(root / "scratch"), repo_path=str(root / "repo"))
+        checks = {c["name"]: (c["passed"], c["detail"]) for c in res.checks}
+        assert checks["transfers-match-source"][0], checks
+        assert checks["balances-sum"][0], checks
+        assert checks["pgbackrest-verify"][0], checks
+        assert res.backup and res.passed
+        assert not (root / "scratch" / stanza).exists()  # the scratch instance is gone
+        assert _writable(local, GJ)  # the source was only read
+    finally:
+        local.run(GJ, f"runuser -u postgres -- {BIN}/pg_ctl -D {local.data(GJ)} -m immediate stop")
+        local.run(GJ, f"runuser -u postgres -- {BIN}/pg_ctl -D {root}/scratch/{stanza} -m immediate stop")
+        os.environ.get("DUALDC_KEEP_PG") or shutil.rmtree(root, ignore_errors=True)

@@ -81,7 +81,8 @@ def _run(runner: Runner, host: str, command: str, what: str, timeout_ok: bool = 
     return out
 
 
-def restore_test(topology: Topology, svc: Service, runner: Runner, say: Any) -> RestoreResult:
+def restore_test(topology: Topology, svc: Service, runner: Runner, say: Any, *, scratch: str = SCRATCH,
+                 repo_path: str = REPO) -> RestoreResult:
     repo = topology.repository_host(svc)
     if repo is None or svc.database is None:
         raise RestoreError(f"{svc.name} has no pgBackRest repository (no backup in the model)", code=1)
@@ -90,7 +91,7 @@ def restore_test(topology: Topology, svc: Service, runner: Runner, say: Any) -> 
     stanza = svc.name
     res = RestoreResult(svc.name, repo.name)
     t0 = time.time()
-    data, conf = f"{SCRATCH}/{stanza}", f"{SCRATCH}/{stanza}.conf"
+    data, conf = f"{scratch}/{stanza}", f"{scratch}/{stanza}.conf"
     pg = "runuser -u postgres -- "
     try:
         t = time.time()
@@ -112,8 +113,8 @@ def restore_test(topology: Topology, svc: Service, runner: Runner, say: Any) -> 
             f"test -x {bin_dir}/postgres || "
             f"{{ echo 'the PostgreSQL {v} server is not installed here' >&2; exit 1; }}; "
             f"{pg}{bin_dir}/pg_ctl -D {data} -m immediate stop >/dev/null 2>&1; "
-            f"rm -rf {data} {conf} && install -d -o postgres -g postgres -m 0700 {SCRATCH} {data} && "
-            f"printf '[global]\\nrepo1-path={REPO}\\nlog-level-console=warn\\nlog-level-file=off\\n"
+            f"rm -rf {data} {conf} && install -d -o postgres -g postgres -m 0700 {scratch} {data} && "
+            f"printf '[global]\\nrepo1-path={repo_path}\\nlog-level-console=warn\\nlog-level-file=off\\n"
             f"[{stanza}]\\npg1-path={data}\\n' > {conf} && chown postgres:postgres {conf} && "
             f"{pg}pgbackrest --config={conf} --stanza={stanza} --set={res.backup} --type=immediate "
             f"--target-action=promote "
