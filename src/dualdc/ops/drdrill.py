@@ -29,8 +29,10 @@ pair is protected again (each standby streaming). Each figure is compared with t
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import itertools
+import os
 import random
 import selectors
 import subprocess
@@ -89,33 +91,44 @@ class Session:
         self.proc = subprocess.Popen(
             # stdbuf: psql's answers reach the pipe line by line, not when its buffer fills
             [*argv, f"runuser -u postgres -- stdbuf -oL psql -XAtq -v ON_ERROR_STOP=0 -d {database}"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, bufsize=0,
         )
-        self.sel = selectors.DefaultSelector()
         assert self.proc.stdout is not None
-        self.sel.register(self.proc.stdout, selectors.EVENT_READ)
+        self.fd = self.proc.stdout.fileno()
+        self.sel = selectors.DefaultSelector()
+        self.sel.register(self.fd, selectors.EVENT_READ)
+        self.pending = b""
 
     def ask(self, sql: str, timeout: float) -> list[str] | None:
-        """The lines printed for ``sql`` (None: the session died or did not answer in time)."""
-        assert self.proc.stdin is not None and self.proc.stdout is not None
+        """The lines printed for ``sql`` (None: the session died or did not answer in time).
+
+        Read from the pipe itself (never through a buffered reader, whose buffer select cannot see).
+        """
+        assert self.proc.stdin is not None
         try:
-            self.proc.stdin.write(f"{sql};\n\\echo __end__\n")
+            self.proc.stdin.write(f"{sql};\n\\echo __end__\n".encode())
             self.proc.stdin.flush()
         except (BrokenPipeError, OSError):
             return None
         lines: list[str] = []
         deadline = time.monotonic() + timeout
         while True:
+            while b"\n" in self.pending:
+                raw, self.pending = self.pending.split(b"\n", 1)
+                line = raw.decode("utf-8", errors="replace")
+                if line == "__end__":
+                    return lines
+                lines.append(line)
             left = deadline - time.monotonic()
             if left <= 0 or not self.sel.select(left):
                 return None
-            line = self.proc.stdout.readline()
-            if not line:
+            try:
+                chunk = os.read(self.fd, 65536)
+            except OSError:
                 return None
-            line = line.rstrip("\n")
-            if line == "__end__":
-                return lines
-            lines.append(line)
+            if not chunk:
+                return None
+            self.pending += chunk
 
     def close(self) -> None:
         try:
@@ -124,6 +137,10 @@ class Session:
             self.proc.wait(timeout=5)
         except (OSError, subprocess.TimeoutExpired):
             pass
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            if pipe is not None:
+                with contextlib.suppress(OSError):
+                    pipe.close()
 
 
 @dataclass
