@@ -43,6 +43,7 @@ class Local:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self.down: set[str] = set()
 
     def data(self, host: str) -> Path:
         return self.root / host
@@ -54,6 +55,8 @@ class Local:
     def run(self, host: str, command: str) -> tuple[int, str, str]:
         if host not in PORTS:  # the backup host: no pgBackRest repository here
             return 1, "", "no such host here"
+        if host in self.down:  # its site is down: as ssh says when it cannot connect
+            return 255, "", "ssh: connect to host: No route to host"
         env = {**os.environ, "PGPORT": str(PORTS[host]), "PGHOST": self.sock(host)}
         done = subprocess.run(["sh", "-c", command], capture_output=True, text=True, timeout=120, env=env,
                               check=False)
@@ -321,4 +324,57 @@ def test_planned_drill_on_real_postgresql(pair_dirs: Any, tmp_path: Path,
     acked = int(result.notes[0].split(": ", 1)[1].split(" ", 1)[0])
     assert acked > 20, result.notes  # the workload really ran
     assert drstate.load("lab", tmp_path / "state").services == {}  # switched back where the model says
+    assert _writable(local, GJ) and not _writable(local, JJ)
+
+
+def test_site_down_drill_on_real_postgresql(pair_dirs: Any, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """dr.drill --scenario site-down on the two local clusters: the primary dies where it stands and
+    cannot be reached; failover; the site returns through the start guard (read-only); failback
+    re-clones it; switch back. The poller runs throughout."""
+    from dualdc.ops import drdrill
+
+    local, node = pair_dirs
+    local.sql(GJ, "CREATE ROLE repl_kj_core_banking LOGIN REPLICATION")
+    (local.root / f"{GJ}.marker").write_text("dualdc\n", encoding="utf-8")
+    guard = tmp_path / "guard.sh"
+    guard.write_text(_guard_script(local, GJ, JJ), encoding="utf-8")
+
+    def argv(topology: Any, host: str) -> list[str]:
+        if host in local.down:
+            return ["sh", "-c", "exit 255", "--"]
+        return ["env", f"PGPORT={PORTS[host]}", f"PGHOST={local.sock(host)}", "sh", "-c"]
+
+    def fault(env: str, *args: str) -> None:
+        assert args[:2] == ("--site", "gwangju")
+        if args[2] == "--down":
+            local.run(GJ, f"runuser -u postgres -- {BIN}/pg_ctl -D {local.data(GJ)} -m immediate stop")
+            local.down.add(GJ)
+        else:  # the host boots: the guard, then PostgreSQL (the lab's init does the same)
+            local.down.discard(GJ)
+            code, _, err = local.run(GJ, f"sh {guard}")
+            assert code == 0 and "superseded" in err, err
+            node.start(GJ)
+
+    monkeypatch.setattr(drdrill, "ssh_argv", argv)
+    monkeypatch.setattr(drdrill, "lab_fault", fault)
+    topology = load_environment("lab")
+    state = drstate.load_and_apply(topology, tmp_path / "state")
+    svc = topology.service("kj-core-banking")
+    LocalPair.sockets = {h: local.sock(h) for h in (GJ, JJ)}
+
+    def pair(s: Any) -> Pair:
+        return LocalPair(topology, s, node, state, save=lambda st: drstate.save(st, tmp_path / "state"),
+                         progress=lambda m: None,
+                         options=Options(poll=0.1, catchup_timeout=30, stream_timeout=60))
+
+    result = drdrill.drill(topology, [svc], "site-down", pair, lambda m: None, warmup=2.0, settle=2.0)
+    print("site-down drill on local clusters:", result.measures, result.notes,
+          [(p["name"], p["seconds"]) for p in result.phases])
+    assert all(c["passed"] for c in result.checks), result.checks
+    assert {c["name"] for c in result.checks} == {"balances-sum", "no-half-transfer", "pair-protected",
+                                                  "never-two-writable"}
+    measure = result.measures[0]
+    assert measure["met"] and 0 < measure["rto_seconds"] < 60
+    assert drstate.load("lab", tmp_path / "state").services == {}
     assert _writable(local, GJ) and not _writable(local, JJ)
