@@ -28,6 +28,7 @@ options:
 """
 
 import gc
+import os
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,16 @@ class InventoryModule(BaseInventoryPlugin):  # type: ignore[misc]
                 topology = load_topology(Path(path).parent)
             except TopologyError as exc:
                 raise AnsibleParserError(clean(f"invalid topology:\n{exc}")) from None
+            try:
+                # Who is primary after dr.switchover/dr.failover (.state/<env>/primaries.json beside
+                # the checkout's other run state): a converge follows it and never demotes the new primary.
+                from dualdc.ops import STATE_ENV, drstate  # noqa: PLC0415
+
+                checkout = Path(path).resolve().parent.parent.parent
+                root = None if os.environ.get(STATE_ENV) else checkout / ".state"
+                drstate.load_and_apply(topology, root)
+            except drstate.StateError as exc:
+                raise AnsibleParserError(clean(f"cannot build the inventory: {exc}")) from None
             try:
                 built = dualdc_inventory.layers(topology)
             except (LabError, KeyError, ValueError) as exc:

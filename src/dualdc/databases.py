@@ -19,6 +19,36 @@ from dualdc.model import Host, Protocol, Service, Topology
 
 POSTGRES_PORT = 5432
 PGBACKREST_PORT = 8432
+#: ``topology.cache`` key: service -> {"primary": host, "fenced": [hosts]} from the DR state file
+#: (``.state/<env>/primaries.json``, applied by :func:`dualdc.ops.drstate.apply`).
+PRIMARIES_CACHE = "dr_primaries"
+
+
+def model_placements(svc: Service) -> list[tuple[str, str, str]]:
+    """(site, host, role) as the model declares them, primary first."""
+    assert svc.database is not None
+    return svc.database.placements()
+
+
+def current_primary(topology: Topology, svc: Service) -> str:
+    """The host that is primary now: the DR state file's, else the model's."""
+    assert svc.database is not None and svc.database.primary_host is not None
+    moved = topology.cache.get(PRIMARIES_CACHE, {}).get(svc.name)
+    return str(moved["primary"]) if moved else svc.database.primary_host
+
+
+def fenced_hosts(topology: Topology, svc: Service) -> list[str]:
+    """Old primaries a DR command fenced and that no command has rebuilt as standbys yet."""
+    moved = topology.cache.get(PRIMARIES_CACHE, {}).get(svc.name)
+    return list(moved["fenced"]) if moved else []
+
+
+def current_placements(topology: Topology, svc: Service) -> list[tuple[str, str, str]]:
+    """(site, host, role) as the pair runs now (after a switchover or failover), primary first."""
+    primary = current_primary(topology, svc)
+    found = [(site, host, "primary" if host == primary else "standby")
+             for site, host, _ in model_placements(svc)]
+    return sorted(found, key=lambda p: p[2] != "primary")
 
 
 def replication_user(service: Service) -> str:
@@ -120,9 +150,9 @@ def postgresql_vars(topology: Topology, host: Host) -> dict[str, Any] | None:
         return None
     db = svc.database
     assert db is not None
-    placements = db.placements()
-    primary = db.primary_host
-    assert primary is not None
+    placements = current_placements(topology, svc)
+    primary = current_primary(topology, svc)
+    primary_site = topology.host(primary).site
     role = "primary" if host.name == primary else "standby"
     members = {h for _, h, _ in placements}
     repo = topology.repository_host(svc)
@@ -133,6 +163,9 @@ def postgresql_vars(topology: Topology, host: Host) -> dict[str, Any] | None:
         "version": db.version,
         "port": POSTGRES_PORT,
         "role": role,
+        # fenced: an old primary a DR command stopped; the role leaves it stopped until
+        # dr.failback rebuilds it as a standby (a converge never starts it writable).
+        "fenced": host.name in fenced_hosts(topology, svc),
         "replication_mode": db.replication_mode.value,
         "replication_user": replication_user(svc),
         "rpo_minutes": svc.rpo_minutes,
@@ -142,9 +175,12 @@ def postgresql_vars(topology: Topology, host: Host) -> dict[str, Any] | None:
                         else flow_address(topology, host.name, primary, POSTGRES_PORT)),
         },
         "slot": None if role == "primary" else slot_name(host.name),
+        # the other hosts of the database (the start guard asks them for their timeline)
+        "peers": [{"name": h, "address": flow_address(topology, host.name, h, POSTGRES_PORT)}
+                  for _, h, _ in placements if h != host.name],
         "standbys": [{"name": h, "site": site, "slot": slot_name(h)}
                      for site, h, r in placements if r == "standby"],
-        "peer_standbys": [h for site, h, r in placements if r == "standby" and site != svc.primary_site],
+        "peer_standbys": [h for site, h, r in placements if r == "standby" and site != primary_site],
         "hba": _hba(topology, host, svc, members - {host.name}),
         "repository": None if repo is None else {
             "name": repo.name,
@@ -165,7 +201,7 @@ def pgbackrest_vars(topology: Topology, host: Host) -> dict[str, Any] | None:
             "version": db.version,
             "pg_hosts": [{"name": h, "role": r,
                           "address": flow_address(topology, host.name, h, PGBACKREST_PORT)}
-                         for _, h, r in db.placements()],
+                         for _, h, r in current_placements(topology, svc)],
             "retention_days": backup.retention_days,
             "full_every_hours": backup.full_every_hours,
             "diff_every_hours": backup.diff_every_hours,

@@ -56,12 +56,15 @@ def test_text_groups_findings_by_severity(broken):
     assert all(line == line.rstrip() for line in text.splitlines())
 
 
-def test_json_shape_is_documented_and_stable(broken):
+def test_json_shape_is_documented_and_stable(broken, tmp_path, monkeypatch):
+    monkeypatch.setenv("DUALDC_EVIDENCE_DIR", str(tmp_path / "no-evidence"))
     data = json.loads(reports.render_json(broken.report()))
     assert data["schema"] == "dualdc.validate/1"
     assert data["passed"] is False and data["fail_on"] == "error"
-    assert data["summary"] == {"error": 2, "warning": 2 + lp01_warnings(broken), "advisory": 0, "waived": 1,
-                               "rules": len(RULES), "failing": 2}
+    # DR-04: no drill and no restore test on record for each tier-1 host database
+    dr04 = 2 * sum(1 for s in broken.load().host_databases() if s.tier == 1)
+    assert data["summary"] == {"error": 2, "warning": 2 + lp01_warnings(broken), "advisory": dr04,
+                               "waived": 1, "rules": len(RULES), "failing": 2}
     ns01 = next(f for f in data["findings"] if f["rule"] == "NS-01")
     assert ns01["target"] == "flow:dmz-to-core" and ns01["severity"] == "error" and ns01["waived"] is False
     assert ns01["location"]["line"] == broken.line_of("services.yaml", "destination: service:kj-core-banking",

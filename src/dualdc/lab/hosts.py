@@ -252,6 +252,8 @@ def start_sshd(init: Proc, root: Path, name: str) -> bool:
 #: Daemons a converge set up, restarted when a host's init starts again (a host or site fault
 #: healed, lab.up after lab.down): each with the file that says the roles configured it.
 SERVICES = (
+    # first: an old primary superseded while its site was down comes up read-only (dr.failover)
+    ("dualdc-pg-guard", "/var/lib/postgresql/.dualdc-15-main"),
     ("postgresql", "/var/lib/postgresql/.dualdc-15-main"),
     ("dualdc-pgbackrest", "/etc/init.d/dualdc-pgbackrest"),
     ("cron", "/etc/cron.d/dualdc-pgbackrest"),

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from dualdc.databases import slot_name
+from dualdc.databases import current_placements, current_primary, slot_name
 from dualdc.lab.config import ssh_dir
 from dualdc.model import Layer, Service, Topology
 from dualdc.reports.drift import CheckedTarget, DriftItem, ItemStatus, LayerReport, LayerStatus, TargetStatus
@@ -188,7 +188,7 @@ def _backups(
 def database_status(topology: Topology, svc: Service, runner: Runner) -> DatabaseStatus:
     db, backup = svc.database, svc.backup
     assert db is not None and db.primary_host is not None
-    primary = db.primary_host
+    primary = current_primary(topology, svc)
     status = DatabaseStatus(svc.name, svc.tenant, svc.rpo_minutes, primary, topology.host(primary).site)
     rpo_seconds = svc.rpo_minutes * 60
     facts, problem = _psql(runner, primary)
@@ -217,7 +217,7 @@ def database_status(topology: Topology, svc: Service, runner: Runner) -> Databas
             _miss(status, "archive-failing", primary, f"{primary}: WAL archiving into pgBackRest fails")
     senders = {r["name"]: r for r in (facts or {}).get("replication", [])}
     slots = {s["name"]: s for s in (facts or {}).get("slots", [])}
-    for site, host, role in db.placements():
+    for site, host, role in current_placements(topology, svc):
         if role != "standby":
             continue
         standby = Standby(host, site, "unknown")
@@ -414,6 +414,31 @@ def data_layer(topology: Topology, sites: list[str], runner: Runner | None = Non
     be read leaves the database unverified.
     """
     layer = LayerReport(layer=Layer.DATA, status=LayerStatus.CLEAN)
+    from dualdc.ops import drstate  # noqa: PLC0415 (drstate imports this module's neighbours)
+
+    try:
+        state = drstate.load_and_apply(topology)
+    except drstate.StateError as exc:
+        layer.status = LayerStatus.UNVERIFIED
+        layer.note = str(exc)
+        return layer
+    moved = drstate.drift(topology, state)
+    for entry in moved:
+        svc_name = entry["service"]
+        host = entry["host"]
+        site = topology.host(host).site
+        layer.items.append(
+            DriftItem(
+                id=f"data:{svc_name}/{entry['check']}/{host}",
+                layer=Layer.DATA,
+                target=svc_name,
+                status=ItemStatus.DRIFT,
+                summary=f"{entry['message']}; settle it: {entry['change']}",
+                site=site,
+                host=host,
+                diff=entry["change"],
+            )
+        )
     try:
         report = dr_status(topology, runner=runner)
     except LabDown as exc:

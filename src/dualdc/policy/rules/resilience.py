@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 import math
 from collections.abc import Iterator
@@ -354,3 +355,54 @@ def bk01(ctx: Context) -> Iterator[Finding]:
                 backup,
                 "retention_days",
             )
+
+
+@rule(
+    "DR-04",
+    title="Every tier-1 service has a passing DR drill and a passing restore test within 12 months",
+    severity=Severity.ADVISORY,
+    source="DORA Art. 11(6) (yearly switchover test); 전자금융감독규정 제23조 (비상대책, 모의훈련)",
+    params={
+        "max_age_days": Param(365, "How old the newest passing drill and restore test may be."),
+        "enforce": Param(False, "Report a miss as an error (a release gate) rather than an advisory."),
+    },
+    edition="감독규정 2025-02-05; DORA 2022-12-14 (Regulation (EU) 2022/2554)",
+    verified=False,
+    dora="Art. 11(6)",
+)
+def dr04(ctx: Context) -> Iterator[Finding]:
+    """Every tier-1 service has a passing DR drill and a passing restore test within 12 months.
+
+    Tier-1 services whose database runs on hosts (the pairs dualdc switches over) are judged.
+    The rule reads the evidence records that ``invoke dr.drill`` and ``invoke dr.restore-test``
+    write (``evidence/<env>/dr/*.json``, see docs/dr.md): for every tier-1 service, the newest
+    passing drill record that covers it and the newest passing restore-test record that covers
+    it must be at most ``max_age_days`` old. Advisory by default (records live outside the
+    model, so a fresh checkout has none); ``enforce: true`` makes a miss an error. A record
+    that cannot be read is reported on the environment.
+    """
+    from dualdc.drevidence import read_all  # noqa: PLC0415 (only this rule reads the folder)
+
+    topo = ctx.topology
+    severity = Severity.ERROR if ctx.get_bool("enforce") else Severity.ADVISORY
+    limit = ctx.get_int("max_age_days")
+    records, problems = read_all(topo.environment.name)
+    for problem in problems:
+        yield ctx.finding(f"environment:{topo.environment.name}", problem, topo.environment,
+                          severity=severity)
+    now = dt.datetime.now(dt.UTC)
+    kinds = (("drill", "DR drill (invoke dr.drill)"),
+             ("restore-test", "restore test (invoke dr.restore-test)"))
+    for svc in topo.host_databases():
+        if svc.tier != 1:
+            continue
+        for kind, what in kinds:
+            passing = [r for r in records if r.kind == kind and r.passed and svc.name in r.services]
+            newest = max((r.finished for r in passing), default=None)
+            target = f"service:{svc.name}"
+            if newest is None:
+                yield ctx.finding(target, f"no passing {what} on record for tier-1 service {svc.name}",
+                                  svc, "tier", severity=severity)
+            elif (now - newest).days > limit:
+                yield ctx.finding(target, f"the last passing {what} of {svc.name} was {newest:%Y-%m-%d}, "
+                                  f"more than {limit} days ago", svc, "tier", severity=severity)
