@@ -58,9 +58,8 @@ class InventoryModule(BaseInventoryPlugin):  # type: ignore[misc]
         try:
             # Imported here so a missing dualdc gives Ansible a clear parser error.
             from dualdc import inventory as dualdc_inventory  # noqa: PLC0415
-            from dualdc.lab import LabError  # noqa: PLC0415
+            from dualdc.base.redact import clean  # noqa: PLC0415
             from dualdc.loader import TopologyError, gc_paused, load_topology  # noqa: PLC0415
-            from dualdc.redact import clean  # noqa: PLC0415
         except ImportError as exc:  # pragma: no cover - depends on the install
             raise AnsibleParserError(f"dualdc is not installed in Ansible's Python: {exc}") from exc
         # Everything built here stays alive (the inventory) or is dropped at the end (the
@@ -73,7 +72,7 @@ class InventoryModule(BaseInventoryPlugin):  # type: ignore[misc]
                 raise AnsibleParserError(clean(f"invalid topology:\n{exc}")) from None
             try:
                 built = dualdc_inventory.layers(topology)
-            except (LabError, KeyError, ValueError) as exc:
+            except (KeyError, ValueError) as exc:  # the lab's connection data included
                 raise AnsibleParserError(clean(f"cannot build the inventory: {exc}")) from None
             topology.cache.clear()  # its derived data refers back to it: let it go without a collection
             del topology

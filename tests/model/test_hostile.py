@@ -18,7 +18,7 @@ import pytest
 from invoke.context import Context
 from invoke.exceptions import Exit
 
-from dualdc import redact
+from dualdc.base import redact
 from dualdc.loader import TopologyError, load_topology
 from dualdc.tasks import model as model_tasks
 from dualdc.tasks import stacks as stacks_tasks
@@ -181,12 +181,6 @@ def test_redaction_shapes():
     assert redact.scrub("PasswordAuthentication no", environ={}) == "PasswordAuthentication no"
     assert redact.shown(10**5000).startswith("<an integer of about 50")
     assert len(redact.shorten("y" * 5000)) < 120
-
-
-def test_ops_redact_is_the_same_scrubbing():
-    from dualdc.ops import redact as ops_redact
-
-    assert ops_redact.scrub is redact.scrub and ops_redact.register is redact.register
 
 
 # --------------------------------------------------------------------------- the command line

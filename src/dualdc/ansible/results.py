@@ -14,7 +14,7 @@ keep it stable and extend it only with new fields:
 
 No secret reaches these objects: Ansible censors every result of a ``no_log`` task before
 the events are written (such tasks keep their name and status only), task arguments are
-never read, and everything is passed through :func:`dualdc.ops.redact.scrub` on output.
+never read, and everything is passed through :func:`dualdc.base.redact.scrub` on output.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from dualdc.cli import ExitCode
+from dualdc.base.exitcodes import ExitCode
 
 #: A diff longer than this is cut (the full text stays in the run's artifacts).
 MAX_DIFF_CHARS = 20_000

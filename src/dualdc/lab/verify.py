@@ -44,7 +44,7 @@ from dualdc.flows import Connection, connections, inbound_to_host
 from dualdc.lab import hosts, probe, system
 from dualdc.lab.errors import LabError
 from dualdc.lab.plan import HostPlan, LabPlan
-from dualdc.model import HostRole, Protocol, Topology, Zone
+from dualdc.model import HostRole, Protocol, Topology, zone_traits
 
 CONNECT_TIMEOUT = 2.0
 LISTEN_DEADLINE = 60.0
@@ -265,27 +265,31 @@ class Planner:
         self.forbid(category, f"{src_seg} -> {dst_seg}", src, dst, ports)
 
     def forbidden(self) -> None:
+        # what is forbidden follows the zones' traits (dualdc.model.ZONE_TRAITS): exposed →
+        # protected, one bank's protected segments → another's, and SSH into an admin zone
         segs = self.topology.segments
-        by_zone = {z: [s for s in segs if s.zone is z] for z in Zone}
-        for dmz in by_zone[Zone.DMZ]:
-            for internal in by_zone[Zone.INTERNAL]:
+        exposed = [s for s in segs if zone_traits(s.zone).exposed]
+        protected = [s for s in segs if zone_traits(s.zone).protected]
+        admin = [s for s in segs if zone_traits(s.zone).admin]
+        for dmz in exposed:
+            for internal in protected:
                 self.pair("dmz-to-internal", dmz.name, internal.name)
         banks = [t.name for t in self.topology.tenants if t.kind.value == "bank"]
-        for a in by_zone[Zone.INTERNAL]:
-            for b in by_zone[Zone.INTERNAL]:
+        for a in protected:
+            for b in protected:
                 if a.tenant in banks and b.tenant in banks and a.tenant != b.tenant:
                     self.pair("bank-to-bank", a.name, b.name)
         self.bank_databases(banks)
-        for mgmt in by_zone[Zone.MGMT]:
+        for mgmt in admin:
             for other in segs:
-                if other.zone is not Zone.MGMT:
+                if not zone_traits(other.zone).admin:
                     self.pair("to-mgmt", other.name, mgmt.name, ports=(22,))
-            for other in by_zone[Zone.MGMT]:  # the other site's bastion (or any host there)
+            for other in admin:  # the other site's bastion (or any host there)
                 if other.name != mgmt.name:
                     self.pair("to-mgmt", other.name, mgmt.name, ports=(22,))
         for site, router in self.plan.routers.items():
             for seg in self.topology.segments_at(site):
-                if seg.zone is Zone.MGMT:
+                if zone_traits(seg.zone).admin:
                     continue
                 dst = self.pick(seg.name)
                 if dst is not None:
@@ -329,7 +333,7 @@ class Planner:
     def controller(self) -> None:
         for site, router in self.plan.routers.items():
             for seg in self.topology.segments_at(site):
-                if seg.zone is Zone.MGMT:
+                if zone_traits(seg.zone).admin:
                     dst = self.pick(seg.name)
                     if dst is not None:
                         src = Address(("controller", site), router.controller_peer, None)

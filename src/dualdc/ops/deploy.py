@@ -30,11 +30,11 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from dualdc import render
 from dualdc.ansible import PlaybookRun, RunError, run_playbook
+from dualdc.base.redact import scrub
 from dualdc.model import Layer, Topology
 from dualdc.ops import audit, stacklayer
 from dualdc.ops.ack import Ledger
 from dualdc.ops.drift import DriftRun, EventSink, run_drift, sites_of, task_label
-from dualdc.ops.redact import scrub
 from dualdc.ops.run import Run, deferred_interrupts
 from dualdc.pulumi import PulumiFailed, PulumiUnavailable
 from dualdc.reports.drift import (
@@ -329,8 +329,7 @@ def _converge_databases(spec: DeploySpec, report: DeployReport) -> bool:
     spec.progress(f"databases: standbys and backup repositories on {len(names)} host(s)")
     for check in (False, True):
         step = _start(report, None, Layer.HOSTS, "verify databases" if check else "converge databases")
-        run = PlaybookRun(env=spec.topology.environment.name, limit=",".join(names), check=check, diff=True,
-                          **spec.run_options)
+        run = PlaybookRun.of(spec.topology, limit=",".join(names), check=check, diff=True, **spec.run_options)
         try:
             with deferred_interrupts() as cancelled:
                 run.cancel = cancelled
@@ -387,9 +386,7 @@ def _apply_site(
     if Layer.HOSTS in layers:
         spec.progress(f"{site}: converging its hosts")
         step = _start(report, site, Layer.HOSTS, "converge")
-        run = PlaybookRun(
-            env=topology.environment.name, site=site, check=False, diff=True, **spec.run_options
-        )
+        run = PlaybookRun.of(topology, site=site, check=False, diff=True, **spec.run_options)
         try:
             with deferred_interrupts() as cancelled:
                 run.cancel = cancelled

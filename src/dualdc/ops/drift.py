@@ -27,12 +27,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dualdc.ansible import PlaybookRun, RunError, RunResult, Status, TaskResult, run_playbook
+from dualdc.base.redact import scrub
 from dualdc.flows import primary_interface
 from dualdc.model import Layer, Source, Topology
 from dualdc.ops import audit, stacklayer
 from dualdc.ops.ack import Ledger
 from dualdc.ops.drstatus import data_layer
-from dualdc.ops.redact import scrub
 from dualdc.ops.run import deferred_interrupts
 from dualdc.policy import run_policy
 from dualdc.reports.drift import (
@@ -56,9 +56,7 @@ def _quiet(_: str) -> None:
 
 def sites_of(topology: Topology, site: str | None) -> list[str]:
     """The sites a run covers, in deploy order (then any site the order leaves out)."""
-    order = [s for s in topology.environment.deploy_order if any(x.name == s for x in topology.sites)]
-    order += sorted(s.name for s in topology.sites if s.name not in order)
-    return [site] if site else order
+    return [site] if site else topology.deploy_order()
 
 
 # --------------------------------------------------------------------------- model
@@ -252,9 +250,7 @@ def _one_run(
     cancel: Callable[[], bool] | None,
     run_options: dict[str, Any],
 ) -> HostLayer:
-    run = PlaybookRun(
-        env=topology.environment.name, site=site, check=True, diff=True, cancel=cancel, **run_options
-    )
+    run = PlaybookRun.of(topology, site=site, check=True, diff=True, cancel=cancel, **run_options)
     try:
         result = run_playbook(run, on_event=on_event)
     except (RunError, OSError) as exc:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 from collections import Counter
 
-from dualdc.lab import LabError, load_lab
+from dualdc.lab import Lab, LabError
 from dualdc.lab import verify as lab_verify
 from dualdc.model import Layer, Topology
 from dualdc.reports.drift import CheckedTarget, DriftItem, ItemStatus, LayerReport, LayerStatus, TargetStatus
@@ -110,7 +110,7 @@ def layer_from_report(topology: Topology, report: lab_verify.Report, sites: list
 def lab_probe(topology: Topology, sites: list[str]) -> LayerReport:
     """Run the probe against the running lab; a lab that is not up leaves the layer unverified."""
     try:
-        lab = load_lab(topology.environment.name)
+        lab = Lab(topology)  # the run's topology: loaded once
         lab.require_running()
         report = lab_verify.run(lab)
     except LabError as exc:

@@ -23,8 +23,8 @@ from pulumi.automation import EngineEvent, OpType
 from pulumi.automation.errors import CommandError
 
 from dualdc import render
+from dualdc.base.redact import scrub
 from dualdc.model import Layer, Topology
-from dualdc.ops.redact import scrub
 from dualdc.pulumi import Operation, Outcome, PulumiFailed, PulumiUnavailable, StackRunner, find_cli
 from dualdc.pulumi.automation import check_passphrase
 from dualdc.reports.drift import CheckedTarget, DriftItem, ItemStatus, LayerReport, LayerStatus, TargetStatus

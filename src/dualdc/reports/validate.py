@@ -32,7 +32,7 @@ from rich.table import Table
 from rich.text import Text
 
 import dualdc
-from dualdc.cli import ExitCode
+from dualdc.base.exitcodes import ExitCode
 from dualdc.model import Severity
 from dualdc.policy import Finding, Report, iter_rules
 

@@ -55,8 +55,8 @@ def converge(c: Context, *, env: str = "lab", site: str = "", limit: str = "", c
     hosts = [h for h in topology.hosts if not site or h.site == site]
     if not hosts:
         raise cli.input_error(f"environment {env!r} has no hosts{' at ' + site if site else ''}")
-    run = PlaybookRun(env=env, site=site or None, limit=limit or None, check=check, diff=True, forks=forks,
-                      strategy=strategy, pipelining=pipelining)
+    run = PlaybookRun.of(topology, site=site or None, limit=limit or None, check=check, diff=True,
+                         forks=forks, strategy=strategy, pipelining=pipelining)
     title = f"converge {env}{' ' + site if site else ''}{' (check)' if check else ''}"
     try:
         run.validate()

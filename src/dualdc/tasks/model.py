@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 from invoke.context import Context
 from invoke.exceptions import Exit
@@ -12,13 +11,14 @@ from invoke.tasks import task
 from rich.table import Table
 
 from dualdc import cli, inventory, schema
-from dualdc.lab import LabError
+from dualdc.base.files import write_atomic
+from dualdc.base.paths import project_root
 from dualdc.loader import TopologyError
 from dualdc.model import Severity
 from dualdc.policy import iter_rules, run_policy
 from dualdc.reports import validate as reports
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = project_root()
 
 
 @task(help={
@@ -97,10 +97,7 @@ def schema_(c: Context, check: bool = False) -> None:
     if current == text:
         cli.console.print(f"{schema.SCHEMA_PATH} is up to date")
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    write_atomic(path, text)
     cli.console.print(f"wrote {schema.SCHEMA_PATH}")
 
 
@@ -113,8 +110,6 @@ def inventory_(c: Context, env: str = "lab", fmt: str = "graph") -> None:
     topology = cli.load(env)
     try:
         built = inventory.build(topology)
-    except LabError as exc:
-        raise cli.input_error(f"cannot build the inventory of {topology.environment.name}: {exc}") from None
     except (KeyError, ValueError) as exc:
         # what ansible-inventory reports as a parse error of the source, said readably
         raise cli.input_error(f"cannot build the inventory of {topology.environment.name}: "

@@ -17,11 +17,12 @@ from pydantic import ValidationError
 
 from dualdc import cli
 from dualdc.ansible import LiveProgress
+from dualdc.base import redact
 from dualdc.lab import LabError, LabLock
 from dualdc.lab.config import LabConfig
 from dualdc.loader import TopologyError
 from dualdc.model import Layer, Topology
-from dualdc.ops import audit, redact
+from dualdc.ops import audit
 from dualdc.ops import comment as comments
 from dualdc.ops.ack import Ledger, ledger_path, load_ledger
 from dualdc.ops.audit import Result

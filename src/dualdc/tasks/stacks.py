@@ -9,8 +9,8 @@ from invoke.exceptions import Exit
 from invoke.tasks import task
 
 from dualdc import cli
+from dualdc.base.redact import clean
 from dualdc.model import Layer, Topology
-from dualdc.redact import clean
 
 # dualdc.render and dualdc.pulumi bring in Pulumi (about 0.3 s): the tasks import them when
 # they run, so every other command starts without it.
