@@ -20,7 +20,6 @@ from dualdc import cli, loader
 from dualdc.model import Layer
 from dualdc.ops.ack import Ledger
 from dualdc.ops.drift import DriftRun, run_drift
-from dualdc.ops.labprobe import lab_probe
 
 
 @pytest.fixture
@@ -43,8 +42,7 @@ def test_a_two_site_drift_loads_the_topology_once(loads: Counter[str], tmp_path:
     assert len(sites) >= 2
     report = run_drift(DriftRun(
         topology=topology, ledger=Ledger([], [], ""), layers={Layer.MODEL, Layer.HOSTS, Layer.LAB},
-        run_options={"limit": "no-such-host", "strategy": "linear", "state_root": tmp_path},
-        lab_probe=lab_probe))
+        run_options={"limit": "no-such-host", "strategy": "linear", "state_root": tmp_path}))
     assert {layer.layer for layer in report.layers} == {Layer.MODEL, Layer.HOSTS, Layer.LAB}
     assert sum(loads.values()) == 1, loads
     # one ansible-playbook per site, each handed the static inventory in its own artifacts

@@ -1,16 +1,18 @@
 """``invoke drift``: compare what runs with what the model declares, layer by layer, in one report.
 
-Layers (those the environment declares in ``environment.layers``):
+The layers are those the environment declares (``environment.layers``), each one
+:class:`~dualdc.ops.layer.OpsLayer` of the registry (:mod:`dualdc.ops.layer`), checked in turn:
 
-- **model**: the policy pack (:func:`dualdc.policy.run_policy`); an unwaived error is drift of
-  the model against regulation.
-- **hosts**: the site playbook in check and diff mode through :mod:`dualdc.ansible`; every task
-  that would change something is one item (host, task, the file or service, the diff); tasks
-  check mode could not evaluate are listed as check-mode coverage; a host that cannot be
-  reached is *unverified*, and every other host is still checked.
+- **model** (here): the policy pack (:func:`dualdc.policy.run_policy`); an unwaived error is
+  drift of the model against regulation.
+- **hosts** (here): the site playbook in check and diff mode through :mod:`dualdc.ansible`;
+  every task that would change something is one item (host, task, the file or service, the
+  diff); tasks check mode could not evaluate are listed as check-mode coverage; a host that
+  cannot be reached is *unverified*, and every other host is still checked.
 - **stacks**: :mod:`dualdc.ops.stacklayer` (Pulumi preview with refresh and
   expect-no-changes; the lab renders and says so).
-- **lab** (the lab twin only): the reachability probe of :mod:`dualdc.lab`.
+- **data**: :mod:`dualdc.ops.datalayer` (the host databases' replication and backups).
+- **lab** (the lab twin only): :mod:`dualdc.ops.labprobe`, the reachability probe.
 
 Then the drift-ack ledger (:mod:`dualdc.ops.ack`) marks acknowledged items, and
 :meth:`DriftReport.finalize` decides the exit code.
@@ -30,9 +32,9 @@ from dualdc.ansible import PlaybookRun, RunError, RunResult, Status, TaskResult,
 from dualdc.base.redact import scrub
 from dualdc.flows import primary_interface
 from dualdc.model import Layer, Source, Topology
-from dualdc.ops import audit, stacklayer
+from dualdc.ops import audit
 from dualdc.ops.ack import Ledger
-from dualdc.ops.drstatus import data_layer
+from dualdc.ops.layer import Checked, CheckSpec, Deploying, OpsLayer, environment_layers, register
 from dualdc.ops.run import deferred_interrupts
 from dualdc.policy import run_policy
 from dualdc.reports.drift import (
@@ -335,6 +337,117 @@ def host_layer(
     return _merge(parts)
 
 
+# --------------------------------------------------------------------------- the two layers
+
+
+class ModelLayer(OpsLayer):
+    """The policy pack: checked, never applied (a deploy with policy errors is blocked)."""
+
+    kind = Layer.MODEL
+
+    def note(self, spec: CheckSpec) -> str:
+        return "model: running the policy pack"
+
+    def check(self, spec: CheckSpec) -> Checked:
+        return Checked(model_layer(spec.topology))
+
+
+def database_hosts(topology: Topology) -> list[str]:
+    """The db and backup hosts of the host databases, which the deploy converges once more."""
+    names: set[str] = set()
+    for svc in topology.host_databases():
+        assert svc.database is not None
+        names.update(h for _, h, _ in svc.database.placements())
+        repo = topology.repository_host(svc)
+        if repo is not None:
+            names.add(repo.name)
+    return sorted(names)
+
+
+class HostsLayer(OpsLayer):
+    """The host roles: checked in check and diff mode, applied by converging each site's hosts."""
+
+    kind = Layer.HOSTS
+    per_site = True
+
+    def note(self, spec: CheckSpec) -> str:
+        count = sum(1 for h in spec.topology.hosts if h.site in spec.sites)
+        return f"hosts: check and diff mode on {count} hosts"
+
+    def check(self, spec: CheckSpec) -> Checked:
+        # ansible-runner polls the cancel callback and ends the playbook's processes itself;
+        # a SIGINT/SIGTERM is raised as Interrupted as soon as it has.
+        with deferred_interrupts() as cancelled:
+            hosts = host_layer(spec.topology, spec.sites, spec.site, on_event=spec.on_event,
+                               cancel=cancelled, run_options=spec.run_options)
+        return Checked(hosts.layer, hosts.coverage)
+
+    def apply_site(self, deploy: Deploying, site: str) -> bool:
+        deploy.progress(f"{site}: converging its hosts")
+        step = deploy.start(site, Layer.HOSTS, "converge")
+        run = PlaybookRun.of(deploy.topology, site=site, check=False, diff=True, **deploy.run_options)
+        try:
+            with deferred_interrupts() as cancelled:
+                run.cancel = cancelled
+                result = run_playbook(run, on_event=deploy.on_event)
+        except RunError as exc:
+            deploy.end(step, "failed", f"cannot run the playbook: {exc}")
+            return False
+        changed = len(result.changed_tasks)
+        if result.unreachable_hosts or result.failed_tasks or not result.completed:
+            problems = [f"{t.host}: {task_label(t)}: {t.msg}"[:300] for t in result.failed_tasks[:5]]
+            problems += [f"{h}: unreachable" for h in result.unreachable_hosts]
+            if result.error:
+                problems.append(result.error[:500])
+            touched = sorted({t.host for t in result.changed_tasks})
+            where = f" (changes were made on {', '.join(touched)})" if touched else " (nothing was changed)"
+            deploy.end(step, "failed", "; ".join(problems) + where)
+            return False
+        deploy.end(step, "applied", f"{len(result.hosts)} host(s), {changed} change(s); run {result.ident}")
+        deploy.applied(f"{site}:hosts")
+        return True
+
+    def apply_after(self, deploy: Deploying) -> bool:
+        """Converge the database hosts again once every site's primaries are up, then check them.
+
+        Each site's converge brings up the primaries it holds; a standby or a repository whose
+        primary is at a later site waits (its role says so and changes nothing). This pass
+        clones those standbys and creates those stanzas, and a check-mode run must then find
+        nothing left to change on these hosts.
+        """
+        names = database_hosts(deploy.topology)
+        if deploy.site is not None or not names:
+            return True
+        deploy.progress(f"databases: standbys and backup repositories on {len(names)} host(s)")
+        for check in (False, True):
+            step = deploy.start(None, Layer.HOSTS, "verify databases" if check else "converge databases")
+            run = PlaybookRun.of(deploy.topology, limit=",".join(names), check=check, diff=True,
+                                 **deploy.run_options)
+            try:
+                with deferred_interrupts() as cancelled:
+                    run.cancel = cancelled
+                    result = run_playbook(run, on_event=deploy.on_event)
+            except RunError as exc:
+                deploy.end(step, "failed", f"cannot run the playbook: {exc}")
+                return False
+            problems = [f"{t.host}: {task_label(t)}: {t.msg}"[:300] for t in result.failed_tasks[:5]]
+            problems += [f"{h}: unreachable" for h in result.unreachable_hosts]
+            if not result.completed and result.error:
+                problems.append(result.error[:500])
+            if check and result.changed_tasks:
+                problems += [f"{t.host}: {task_label(t)} would change" for t in result.changed_tasks[:5]]
+            if problems:
+                deploy.end(step, "failed", "; ".join(problems))
+                return False
+            counts = f"{len(result.hosts)} host(s), {len(result.changed_tasks)} change(s)"
+            deploy.end(step, "verified" if check else "applied", f"{counts}; run {result.ident}")
+        return True
+
+
+register(ModelLayer())
+register(HostsLayer())
+
+
 # --------------------------------------------------------------------------- whole report
 
 
@@ -381,8 +494,6 @@ class DriftRun:
     progress: Progress = _quiet
     on_event: EventSink | None = None
     run_options: dict[str, Any] = field(default_factory=dict)
-    lab_probe: Callable[[Topology, list[str]], LayerReport] | None = None
-    """The lab's reachability probe as a layer (see :func:`lab_layer`); None skips it."""
 
 
 def run_drift(spec: DriftRun) -> DriftReport:
@@ -390,45 +501,22 @@ def run_drift(spec: DriftRun) -> DriftReport:
     topology = spec.topology
     t0 = time.monotonic()
     sites = sites_of(topology, spec.site)
-    wanted = (
-        set(topology.environment.layers)
-        if spec.layers is None
-        else set(topology.environment.layers) & spec.layers
-    )
+    wanted = None if spec.layers is None else set(spec.layers)
     report = DriftReport(
         environment=topology.environment.name,
         sites=sites,
         generated_at=dt.datetime.now(dt.UTC).replace(microsecond=0),
         git=audit.git_state(),
     )
-    if Layer.MODEL in wanted:
-        spec.progress("model: running the policy pack")
-        report.layers.append(model_layer(topology))
-    if Layer.HOSTS in wanted:
-        spec.progress(
-            f"hosts: check and diff mode on {sum(1 for h in topology.hosts if h.site in sites)} hosts"
-        )
-        # ansible-runner polls the cancel callback and ends the playbook's processes itself;
-        # a SIGINT/SIGTERM is raised as Interrupted as soon as it has.
-        with deferred_interrupts() as cancelled:
-            hosts = host_layer(
-                topology,
-                sites,
-                spec.site,
-                on_event=spec.on_event,
-                cancel=cancelled,
-                run_options=spec.run_options,
-            )
-        report.layers.append(hosts.layer)
-        report.coverage = hosts.coverage
-    if Layer.STACKS in wanted:
-        report.layers.append(stacklayer.drift_layer(topology, spec.site, spec.backend, spec.progress))
-    if Layer.DATA in wanted and topology.host_databases():
-        spec.progress("data: replication and backups of the host databases (PostgreSQL, pgBackRest)")
-        report.layers.append(data_layer(topology, sites))
-    if Layer.LAB in wanted and topology.environment.lab and spec.lab_probe is not None:
-        spec.progress("lab: reachability probe over the declared and forbidden flows")
-        report.layers.append(spec.lab_probe(topology, sites))
+    check = CheckSpec(topology=topology, sites=sites, site=spec.site, backend=spec.backend,
+                      progress=spec.progress, on_event=spec.on_event, run_options=spec.run_options)
+    for layer in environment_layers(topology, wanted):
+        note = layer.note(check)
+        if note:
+            spec.progress(note)
+        checked = layer.check(check)
+        report.layers.append(checked.layer)
+        report.coverage += checked.coverage
     apply_acknowledgements(report, spec.ledger, topology.today())
     if report.coverage:
         report.messages.append(

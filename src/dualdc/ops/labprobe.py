@@ -14,6 +14,7 @@ from collections import Counter
 from dualdc.lab import Lab, LabError
 from dualdc.lab import verify as lab_verify
 from dualdc.model import Layer, Topology
+from dualdc.ops.layer import Checked, CheckSpec, Deploying, OpsLayer, register
 from dualdc.reports.drift import CheckedTarget, DriftItem, ItemStatus, LayerReport, LayerStatus, TargetStatus
 
 NOT_RUN = "not run"
@@ -125,3 +126,32 @@ def lab_probe(topology: Topology, sites: list[str]) -> LayerReport:
             ],
         )
     return layer_from_report(topology, report, sites)
+
+
+class LabLayer(OpsLayer):
+    """The lab twin's reachability probe: checked by drift, and by deploy after the last site."""
+
+    kind = Layer.LAB
+
+    def declared(self, topology: Topology) -> bool:
+        return super().declared(topology) and topology.environment.lab
+
+    def note(self, spec: CheckSpec) -> str:
+        return "lab: reachability probe over the declared and forbidden flows"
+
+    def check(self, spec: CheckSpec) -> Checked:
+        return Checked(lab_probe(spec.topology, spec.sites))
+
+    def apply_after(self, deploy: Deploying) -> bool:
+        if deploy.site is not None:
+            return True
+        step = deploy.start(None, Layer.LAB, "lab probe")
+        sites = deploy.topology.deploy_order()
+        probe = lab_probe(deploy.topology, sites)
+        ok = probe.status in (LayerStatus.CLEAN, LayerStatus.NOT_COMPARED)
+        bad = [i.summary for i in probe.items][:5]
+        deploy.end(step, "verified" if ok else "failed", probe.note if ok else "; ".join(bad) or probe.note)
+        return ok
+
+
+register(LabLayer())

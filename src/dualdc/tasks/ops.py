@@ -26,7 +26,6 @@ from dualdc.ops import audit
 from dualdc.ops import comment as comments
 from dualdc.ops.ack import Ledger, ledger_path, load_ledger
 from dualdc.ops.audit import Result
-from dualdc.ops.labprobe import lab_probe
 from dualdc.ops.lock import LockError, LockHeldError
 from dualdc.ops.outputs import FORMATS, render_drift, write_drift_artifacts, write_text
 from dualdc.ops.run import Interrupted, Run, guarded_run
@@ -241,7 +240,6 @@ def drift(
             site=chosen,
             backend=backend or None,
             progress=lambda text: cli.console.print(text, highlight=False),
-            lab_probe=lab_probe if topology.environment.lab else None,
         )
         try:
             with (
@@ -386,7 +384,6 @@ def deploy(
             backend=backend or None,
             progress=lambda text: cli.console.print(text, highlight=False),
             confirm=_confirm if interactive else None,
-            lab_probe=lab_probe if topology.environment.lab else None,
             run=run,
         )
         if not yes and not plan_only and not interactive:
