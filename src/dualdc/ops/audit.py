@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from dualdc.base import redact
 from dualdc.base.paths import ops_state
-from dualdc.reports.drift import GitInfo
+from dualdc.reports.header import GitInfo
 
 AUDIT_NAME = "audit.jsonl"
 GIT_TIMEOUT = 10

@@ -23,11 +23,9 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from enum import StrEnum
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
-
+from dualdc.base.exitcodes import ExitCode, decide
 from dualdc.base.redact import scrub
 from dualdc.model import Layer, Topology
 from dualdc.ops import audit
@@ -35,84 +33,15 @@ from dualdc.ops.ack import Ledger
 from dualdc.ops.drift import DriftRun, EventSink, run_drift, sites_of
 from dualdc.ops.layer import LayerUnavailable, OpsLayer, environment_layers
 from dualdc.ops.run import Run
+from dualdc.reports.deploy import DeployReport, DeployResult, Step, StepStatus
 from dualdc.reports.drift import (
     DriftReport,
-    GitInfo,
     ItemStatus,
-    render_markdown,
-    render_text,
 )
 
 
 class DeployError(Exception):
     """The deploy cannot start (exit 1, nothing applied)."""
-
-
-class StepStatus(StrEnum):
-    APPLIED = "applied"
-    RENDERED = "rendered"
-    """Stacks of an environment without a Kubernetes API: rendered and validated, not applied."""
-    VERIFIED = "verified"
-    FAILED = "failed"
-    NOT_RUN = "not-run"
-
-
-class DeployResult(StrEnum):
-    SUCCESS = "success"
-    """Every site applied and verified."""
-    FAILED = "failed"
-    """A step failed; the report says which, and what was applied before."""
-    BLOCKED = "blocked"
-    """Policy errors: nothing applied."""
-    UNVERIFIED = "unverified"
-    """The plan could not cover everything (a host unreachable): nothing applied."""
-    DECLINED = "declined"
-    """Not confirmed: nothing applied."""
-    PLANNED = "planned"
-    """--plan-only: the plan, nothing applied."""
-
-
-class Step(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    site: str | None = Field(description="Site the step acts on; null for environment-wide steps.")
-    layer: Layer = Field(description="Layer the step acts on.")
-    action: str = Field(description="converge, stacks up, render, verify, replication up, lab probe.")
-    status: StepStatus = Field(description="applied, rendered, verified, failed or not-run.")
-    detail: str = Field(default="", description="What happened, or why it failed.")
-    seconds: float = Field(default=0.0, description="How long it took.")
-    _t0: float = PrivateAttr(default=0.0)
-
-
-class DeployReport(BaseModel):
-    """What a deploy planned, applied and verified (JSON shape documented in docs/operations.md)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    kind: Literal["dualdc-deploy-report"] = Field(default="dualdc-deploy-report", description="Report kind.")
-    schema_version: Literal[1] = Field(default=1, description="Version of this JSON shape.")
-    environment: str = Field(description="Environment name.")
-    sites: list[str] = Field(description="Sites in the order the deploy touches them.")
-    generated_at: dt.datetime = Field(description="When the deploy started (UTC).")
-    duration_seconds: float = Field(default=0.0, description="How long it took.")
-    git: GitInfo = Field(description="The commit deployed.")
-    plan_only: bool = Field(default=False, description="True for --plan-only.")
-    result: DeployResult = Field(default=DeployResult.FAILED, description="How the deploy ended.")
-    exit_code: int = Field(default=1, description="0 success, 1 not started, 2 blocked/failed, 3 unverified.")
-    message: str = Field(default="", description="One line saying how it ended.")
-    plan: DriftReport | None = Field(
-        default=None, description="The plan (a drift report of pending changes)."
-    )
-    steps: list[Step] = Field(
-        default_factory=list, description="Every step, in order, including those not run."
-    )
-    verification: list[DriftReport] = Field(default_factory=list, description="Drift after each site.")
-    applied: list[str] = Field(default_factory=list, description="'site:layer' applied (or rendered).")
-    not_applied: list[str] = Field(default_factory=list, description="'site:layer' planned but not applied.")
-
-    def finish(self, result: DeployResult, exit_code: int, message: str) -> DeployReport:
-        self.result, self.exit_code, self.message = result, exit_code, message
-        return self
 
 
 @dataclass
@@ -211,7 +140,7 @@ def deploy(spec: DeploySpec, report: DeployReport) -> DeployReport:
     errors = len(model.items) if model else 0
     unverified = plan.summary.unverified_targets if plan.summary else []
     if spec.plan_only:
-        code = 2 if errors else 3 if unverified else 0
+        code = decide(findings=bool(errors), unverified=bool(unverified))
         what = f"{len(plan.items()) - errors} pending change(s)"
         note = f"; {errors} policy error(s) would block it" if errors else ""
         note += f"; not planned: {', '.join(unverified)}" if unverified else ""
@@ -221,17 +150,20 @@ def deploy(spec: DeploySpec, report: DeployReport) -> DeployReport:
     if errors:
         return _done(report, t0).finish(
             DeployResult.BLOCKED,
-            2,
+            ExitCode.FINDINGS,
             f"{errors} policy error(s) block the deploy (invoke validate shows them); nothing applied",
         )
     if unverified:
         return _done(report, t0).finish(
-            DeployResult.UNVERIFIED, 3, f"cannot plan {', '.join(unverified)}; nothing applied"
+            DeployResult.UNVERIFIED, ExitCode.UNVERIFIED,
+            f"cannot plan {', '.join(unverified)}; nothing applied",
         )
     if not spec.yes:
         assert spec.confirm is not None  # checked before planning
         if not spec.confirm(report):
-            return _done(report, t0).finish(DeployResult.DECLINED, 1, "not confirmed; nothing applied")
+            return _done(report, t0).finish(
+                DeployResult.DECLINED, ExitCode.INPUT, "not confirmed; nothing applied"
+            )
 
     applying = _Deployment(spec, report)
     failed = False
@@ -261,11 +193,11 @@ def deploy(spec: DeploySpec, report: DeployReport) -> DeployReport:
         where = f"{step.site}: " if step.site else ""
         return _done(report, t0).finish(
             DeployResult.FAILED,
-            2,
+            ExitCode.FINDINGS,
             f"{where}{step.action} failed; stopped there (applied: {', '.join(report.applied) or 'nothing'})",
         )
     return _done(report, t0).finish(
-        DeployResult.SUCCESS, 0, f"applied and verified: {', '.join(report.applied)}"
+        DeployResult.SUCCESS, ExitCode.CLEAN, f"applied and verified: {', '.join(report.applied)}"
     )
 
 
@@ -371,113 +303,3 @@ def _apply_site(applying: _Deployment, site: str, layers: list[OpsLayer]) -> boo
         return False
     _end(step, StepStatus.VERIFIED, check.headline())
     return True
-
-
-# --------------------------------------------------------------------------- rendering
-
-
-_MARK = {
-    StepStatus.APPLIED: "✅",
-    StepStatus.RENDERED: "📄",
-    StepStatus.VERIFIED: "✅",
-    StepStatus.FAILED: "❌",
-    StepStatus.NOT_RUN: "⏸️",
-}
-
-
-def render_deploy_json(report: DeployReport) -> str:
-    return report.model_dump_json(indent=2) + "\n"
-
-
-def render_deploy_text(report: DeployReport) -> str:
-    lines = [
-        f"deploy {report.environment} ({', '.join(report.sites)}): {report.result.value.upper()}: "
-        f"{report.message}"
-    ]
-    if report.git.commit:
-        lines.append(
-            f"commit {report.git.commit[:12]}{' (dirty working tree)' if report.git.dirty else ''}, "
-            f"{report.duration_seconds:.1f} s"
-        )
-    if report.steps:
-        lines += ["", "steps:"]
-        for step in report.steps:
-            where = step.site or "all"
-            lines.append(
-                f"  [{step.status.value}] {where}: {step.action} ({step.seconds:.1f} s)"
-                + (f": {step.detail}" if step.detail else "")
-            )
-    lines += [
-        "",
-        f"applied: {', '.join(report.applied) or 'nothing'}",
-        f"not applied: {', '.join(report.not_applied) or 'nothing'}",
-    ]
-    if report.plan is not None:
-        lines += [
-            "",
-            "plan (what the deploy found pending before applying):",
-            "",
-            render_text(report.plan).rstrip(),
-        ]
-    return "\n".join(lines) + "\n"
-
-
-def render_deploy_markdown(report: DeployReport, *, full_report: str | None = None) -> str:
-    """For a PR comment (--plan-only) or the deploy job's summary, within a comment's size."""
-    if report.plan_only and report.plan is not None:
-        body = render_markdown(
-            report.plan,
-            title="Plan: what the deploy would change",
-            drift_label="Pending changes",
-            plan=True,
-            full_report=full_report,
-            limit=60_000,
-        )
-        first, _, rest = body.partition("\n")
-        return f"{first}\n\n**{report.message}**\n{rest}"
-    mark = {DeployResult.SUCCESS: "✅", DeployResult.PLANNED: "📝", DeployResult.DECLINED: "⏹️"}.get(
-        report.result, "❌"
-    )
-    lines = [
-        f"## {mark} Deploy {report.result.value}: `{report.environment}` ({', '.join(report.sites)})",
-        "",
-        report.message,
-        "",
-    ]
-    if report.git.commit:
-        lines += [
-            f"commit `{report.git.commit[:12]}`{' (dirty)' if report.git.dirty else ''} · "
-            f"{report.duration_seconds:.0f} s",
-            "",
-        ]
-    if report.steps:
-        lines += ["| | site | step | detail | time |", "|---|---|---|---|---:|"]
-        for step in report.steps:
-            detail = step.detail.replace("|", "\\|").replace("\n", " ")[:300]
-            lines.append(
-                f"| {_MARK[step.status]} {step.status.value} | {step.site or 'all'} | {step.action} | "
-                f"{detail} | {step.seconds:.0f} s |"
-            )
-        lines.append("")
-    lines += [
-        f"**Applied:** {', '.join(report.applied) or 'nothing'}  ",
-        f"**Not applied:** {', '.join(report.not_applied) or 'nothing'}",
-        "",
-    ]
-    text = "\n".join(lines)
-    if report.plan is not None:
-        plan = render_markdown(
-            report.plan,
-            title="Plan",
-            drift_label="Pending changes",
-            plan=True,
-            heading="###",
-            full_report=full_report,
-            limit=60_000 - len(text),
-        )
-        text += (
-            "\n<details><summary>The plan (what the deploy found pending before applying)</summary>\n\n"
-            + plan
-            + "\n</details>\n"
-        )
-    return text

@@ -33,7 +33,7 @@ from dualdc.reports import diagram as diagrams
 from dualdc.reports.drift import DriftReport
 
 if TYPE_CHECKING:
-    from dualdc.ops.deploy import DeployReport
+    from dualdc.reports.deploy import DeployReport
 
 # dualdc.ops.deploy and dualdc.ops.drift bring in Pulumi (about 0.3 s): deploy and drift
 # import them when they run, so every other command starts without it.
@@ -344,9 +344,10 @@ def deploy(
     (e.g. no Pulumi CLI where stacks must be applied; nothing applied); 2 policy errors (nothing
     applied) or a failed step; 3 the plan could not reach everything (nothing applied).
     """
-    from dualdc.ops.deploy import DeployError, DeployResult, DeploySpec, new_report  # noqa: PLC0415
+    from dualdc.ops.deploy import DeployError, DeploySpec, new_report  # noqa: PLC0415
     from dualdc.ops.deploy import deploy as deploy_run  # noqa: PLC0415
     from dualdc.ops.drift import sites_of  # noqa: PLC0415
+    from dualdc.reports.deploy import DeployResult  # noqa: PLC0415
 
     if format not in DEPLOY_FORMATS:
         raise cli.input_error(f"--format must be one of {', '.join(DEPLOY_FORMATS)}, not {format!r}")
@@ -423,7 +424,11 @@ def deploy(
 
 
 def _render_deploy(report: DeployReport, fmt: str) -> str:
-    from dualdc.ops.deploy import render_deploy_json, render_deploy_markdown, render_deploy_text  # noqa: PLC0415
+    from dualdc.reports.deploy import (  # noqa: PLC0415
+        render_deploy_json,
+        render_deploy_markdown,
+        render_deploy_text,
+    )
 
     if fmt == "json":
         text = render_deploy_json(report)
