@@ -94,7 +94,12 @@ def render_deploy_json(report: DeployReport) -> str:
     return report.model_dump_json(indent=2) + "\n"
 
 
-def render_deploy_text(report: DeployReport) -> str:
+#: Tasks listed per host in the terminal's plan summary.
+PLAN_TASKS_SHOWN = 8
+
+
+def render_deploy_text(report: DeployReport, *, full: bool = False) -> str:
+    """For the terminal: the steps and a summary of the plan; ``full`` adds the plan's diffs (artifacts)."""
     lines = [
         f"deploy {report.environment} ({', '.join(report.sites)}): {report.result.value.upper()}: "
         f"{report.message}"
@@ -114,14 +119,49 @@ def render_deploy_text(report: DeployReport) -> str:
         f"applied: {', '.join(report.applied) or 'nothing'}",
         f"not applied: {', '.join(report.not_applied) or 'nothing'}",
     ]
-    if report.plan is not None:
+    if report.plan is not None and full:
         lines += [
             "",
             "plan (what the deploy found pending before applying):",
             "",
             render_text(report.plan).rstrip(),
         ]
+    elif report.plan is not None:
+        lines += ["", *plan_summary_lines(report)]
     return "\n".join(lines) + "\n"
+
+
+def plan_summary_lines(report: DeployReport) -> list[str]:
+    """The plan for a terminal: per host and task what changes, counts, and where the full diffs are.
+
+    A fresh lab's plan holds every file of every host in full; the terminal gets what changes
+    and the counts, the diffs stay in the JSON and Markdown reports and the run's artifacts.
+    """
+    plan = report.plan
+    assert plan is not None
+    items = [i for i in plan.items() if i.layer is not Layer.MODEL]
+    by_host: dict[str, list[str]] = {}
+    others: list[str] = []
+    for item in items:
+        if item.host:
+            by_host.setdefault(item.host, []).append(item.task or item.summary)
+        else:
+            others.append(f"{item.target}: {item.resource or item.summary}")
+    lines = [f"plan (pending before applying): {len(items)} change(s) on {len(by_host)} host(s)"
+             + (f" and {len(others)} other target(s)" if others else "")]
+    for host in sorted(by_host):
+        tasks = sorted(set(by_host[host]))
+        shown = ", ".join(tasks[:PLAN_TASKS_SHOWN])
+        more = f", +{len(tasks) - PLAN_TASKS_SHOWN} more" if len(tasks) > PLAN_TASKS_SHOWN else ""
+        lines.append(f"  {host} ({len(by_host[host])}): {shown}{more}")
+    for line in others[:PLAN_TASKS_SHOWN]:
+        lines.append(f"  {line}")
+    if len(others) > PLAN_TASKS_SHOWN:
+        lines.append(f"  ... and {len(others) - PLAN_TASKS_SHOWN} more")
+    notes = [layer.note for layer in plan.layers if layer.layer is Layer.HOSTS and layer.note]
+    lines.append("full diffs: --format json or --format markdown (or --artifacts DIR); the host runs' "
+                 f"artifacts: {'; '.join(notes) if notes else 'none'}")
+    return lines
 
 
 def render_deploy_markdown(report: DeployReport, *, full_report: str | None = None) -> str:

@@ -423,7 +423,7 @@ def deploy(
         raise Exit(code=report.exit_code)
 
 
-def _render_deploy(report: DeployReport, fmt: str) -> str:
+def _render_deploy(report: DeployReport, fmt: str, *, full: bool = False) -> str:
     from dualdc.reports.deploy import (  # noqa: PLC0415
         render_deploy_json,
         render_deploy_markdown,
@@ -435,7 +435,7 @@ def _render_deploy(report: DeployReport, fmt: str) -> str:
     elif fmt == "markdown":
         text = render_deploy_markdown(report, full_report="deploy.json in the job's artifacts")
     else:
-        text = render_deploy_text(report)
+        text = render_deploy_text(report, full=full)
     return redact.scrub(text)
 
 
@@ -443,5 +443,5 @@ def _write_deploy(report: DeployReport, format: str, output: str, artifacts: str
     cli.write_output(_render_deploy(report, format), output or None)
     if artifacts:
         for fmt, ext in (("text", "txt"), ("json", "json"), ("markdown", "md")):
-            path = write_text(Path(artifacts) / f"deploy.{ext}", _render_deploy(report, fmt))
+            path = write_text(Path(artifacts) / f"deploy.{ext}", _render_deploy(report, fmt, full=True))
             cli.console.print(f"wrote {path}", highlight=False)
