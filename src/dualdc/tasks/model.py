@@ -17,15 +17,16 @@ from dualdc.loader import TopologyError
 from dualdc.model import Severity
 from dualdc.policy import iter_rules, run_policy
 from dualdc.reports import validate as reports
+from dualdc.tasks import options
 
 ROOT = project_root()
 
 
 @task(help={
-    "env": "Environment under inventories/ (default: lab).",
+    "env": options.HELP["env"],
     "topology": "Validate this topology folder or file instead of an environment.",
     "format": "Report format: text (tables by severity), json, sarif (code scanning) or junit (CI).",
-    "output": "Write the report to this file instead of stdout.",
+    "output": options.HELP["output"],
     "fail_on": "Lowest severity that fails the run (exit 2): error (default), warning or advisory.",
     "list_rules": "List the rules with their severity, source and parameters, and exit.",
 })
@@ -101,10 +102,11 @@ def schema_(c: Context, check: bool = False) -> None:
     cli.console.print(f"wrote {schema.SCHEMA_PATH}")
 
 
-@task(help={"env": "Environment under inventories/ (default: lab).",
+@task(help={"env": options.HELP["env"],
             "fmt": "Output: 'graph' (as ansible-inventory --graph) or 'json'."})
-def inventory_(c: Context, env: str = "lab", fmt: str = "graph") -> None:
+def inventory_(c: Context, env: str | None = None, fmt: str = "graph") -> None:
     """Print the Ansible inventory built from an environment's topology."""
+    env = options.env_of(c, env)
     if fmt not in ("graph", "json"):
         raise cli.input_error(f"--fmt must be graph or json, not {fmt!r}")
     topology = cli.load(env)

@@ -31,6 +31,7 @@ from dualdc.ops.outputs import FORMATS, render_drift, write_drift_artifacts, wri
 from dualdc.ops.run import Interrupted, Run, guarded_run
 from dualdc.reports import diagram as diagrams
 from dualdc.reports.drift import DriftReport
+from dualdc.tasks import options
 
 if TYPE_CHECKING:
     from dualdc.reports.deploy import DeployReport
@@ -41,13 +42,15 @@ if TYPE_CHECKING:
 
 @task(
     help={
-        "env": "Environment under inventories/ (default: lab).",
+        "env": options.HELP["env"],
         "output_dir": "Folder for <env>.svg, <env>.dot, <env>.mmd and <env>.md (default: build/diagrams).",
         "drift_report": "A JSON drift report (invoke drift --format json): mark what drifted.",
     }
 )
-def diagram(c: Context, env: str = "lab", output_dir: str = "build/diagrams", drift_report: str = "") -> None:
+def diagram(c: Context, env: str | None = None, output_dir: str = "build/diagrams",
+            drift_report: str = "") -> None:
     """Draw sites, segments (grouped by site and zone, coloured by zone) and flows as SVG and Mermaid."""
+    env = options.env_of(c, env)
     topology = cli.load(env)
     marks = None
     if drift_report:
@@ -189,19 +192,19 @@ def _host_progress(topology: Topology, sites: list[str], title: str) -> LiveProg
 
 @task(
     help={
-        "env": "Environment under inventories/ (default: lab).",
+        "env": options.HELP["env"],
         "site": "Check only this site (default: every site, in deploy order).",
         "format": "Report format: text (people), json (machines, documented in docs/operations.md), "
         "markdown (a PR/issue comment) or junit (CI).",
-        "output": "Write the report to this file instead of stdout.",
+        "output": options.HELP["output"],
         "artifacts": "Also write every format and the diagram into this folder (drift.json, drift.md, ...).",
-        "backend": "Pulumi state backend URL (default: $DUALDC_PULUMI_BACKEND, else .state/<env>/pulumi).",
+        "backend": options.HELP["backend"],
     }
 )
 def drift(
     c: Context,
     *,
-    env: str = "lab",
+    env: str | None = None,
     site: str = "",
     format: str = "text",
     output: str = "",
@@ -214,6 +217,7 @@ def drift(
     3 not everything could be verified (e.g. a host unreachable) while everything reachable was
     checked. Acknowledged drift (inventories/<env>/drift-ack.yaml) is shown and does not fail.
     """
+    env = options.env_of(c, env)
     from dualdc.ops.drift import DriftRun, run_drift, sites_of  # noqa: PLC0415
 
     if format not in FORMATS:
@@ -314,21 +318,21 @@ def _confirm(report: DeployReport) -> bool:
 
 @task(
     help={
-        "env": "Environment under inventories/ (default: lab).",
+        "env": options.HELP["env"],
         "site": "Deploy only this site (default: every site in environment.deploy_order, then the "
         "replication stack).",
         "yes": "Do not ask for confirmation (CI after its approval gate). Without a terminal it is required.",
         "plan_only": "Validate and plan (hosts in check mode, stacks previewed), apply nothing.",
         "format": "Report format: text, json or markdown (the plan as a PR comment with --plan-only).",
-        "output": "Write the report to this file instead of stdout.",
+        "output": options.HELP["output"],
         "artifacts": "Also write the report in every format into this folder (deploy.json, deploy.md, ...).",
-        "backend": "Pulumi state backend URL (default: $DUALDC_PULUMI_BACKEND, else .state/<env>/pulumi).",
+        "backend": options.HELP["backend"],
     }
 )
 def deploy(
     c: Context,
     *,
-    env: str = "lab",
+    env: str | None = None,
     site: str = "",
     yes: bool = False,
     plan_only: bool = False,
@@ -344,6 +348,7 @@ def deploy(
     (e.g. no Pulumi CLI where stacks must be applied; nothing applied); 2 policy errors (nothing
     applied) or a failed step; 3 the plan could not reach everything (nothing applied).
     """
+    env = options.env_of(c, env)
     from dualdc.ops.deploy import DeployError, DeploySpec, new_report  # noqa: PLC0415
     from dualdc.ops.deploy import deploy as deploy_run  # noqa: PLC0415
     from dualdc.ops.drift import sites_of  # noqa: PLC0415
