@@ -80,12 +80,7 @@ def _plain(value: Any) -> Any:
 
 
 def _ansible_inventory(env: str, *args: str) -> dict[str, Any]:
-    env_vars = {**os.environ, "ANSIBLE_DEPRECATION_WARNINGS": "False",
-                "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")}
-    done = subprocess.run([str(ANSIBLE_INVENTORY), "-i", f"inventories/{env}", *args], cwd=ROOT, env=env_vars,
-                          capture_output=True, text=True, check=False)
-    assert done.returncode == 0, done.stderr
-    result: dict[str, Any] = _plain(json.loads(done.stdout))
+    result: dict[str, Any] = _plain(_ansible_inventory_raw(env, *args))
     return result
 
 

@@ -91,12 +91,11 @@ def model_layer(topology: Topology) -> LayerReport:
         loc = finding.location
         where = f"{loc.file}:{loc.line}: " if loc else ""
         layer.items.append(
-            DriftItem(
-                id=f"model:{finding.rule}/{finding.target}",
-                layer=Layer.MODEL,
-                target="policy",
-                status=ItemStatus.DRIFT,
-                summary=f"{where}{finding.rule} {finding.target}: {finding.message}",
+            DriftItem.found(
+                Layer.MODEL,
+                f"model:{finding.rule}/{finding.target}",
+                "policy",
+                f"{where}{finding.rule} {finding.target}: {finding.message}",
                 rule=finding.rule,
                 source=_source(loc),
             )
@@ -197,12 +196,11 @@ def host_layer_from_run(topology: Topology, sites: list[str], result: RunResult)
             if item_id in items:
                 items[item_id].diff += scrub(diff)
                 continue
-            items[item_id] = DriftItem(
-                id=item_id,
-                layer=Layer.HOSTS,
-                target=host.name,
-                status=ItemStatus.DRIFT,
-                summary=f"{label} {what}",
+            items[item_id] = DriftItem.found(
+                Layer.HOSTS,
+                item_id,
+                host.name,
+                f"{label} {what}",
                 site=host.site,
                 host=host.name,
                 task=label,
@@ -364,6 +362,28 @@ def database_hosts(topology: Topology) -> list[str]:
     return sorted(names)
 
 
+def _converge(deploy: Deploying, step: Any, **options: Any) -> RunResult | None:
+    """Run the site playbook for a deploy step; None (the step failed) when it cannot start."""
+    run = PlaybookRun.of(deploy.topology, diff=True, **options, **deploy.run_options)
+    try:
+        with deferred_interrupts() as cancelled:
+            run.cancel = cancelled
+            return run_playbook(run, on_event=deploy.on_event)
+    except RunError as exc:
+        deploy.end(step, "failed", f"cannot run the playbook: {exc}")
+        return None
+
+
+def _problems(result: RunResult) -> list[str]:
+    """The first failed tasks and every unreachable host of a run, one line each."""
+    found = [f"{t.host}: {task_label(t)}: {t.msg}"[:300] for t in result.failed_tasks[:5]]
+    return found + [f"{h}: unreachable" for h in result.unreachable_hosts]
+
+
+def _counts(result: RunResult) -> str:
+    return f"{len(result.hosts)} host(s), {len(result.changed_tasks)} change(s)"
+
+
 class HostsLayer(OpsLayer):
     """The host roles: checked in check and diff mode, applied by converging each site's hosts."""
 
@@ -385,25 +405,16 @@ class HostsLayer(OpsLayer):
     def apply_site(self, deploy: Deploying, site: str) -> bool:
         deploy.progress(f"{site}: converging its hosts")
         step = deploy.start(site, Layer.HOSTS, "converge")
-        run = PlaybookRun.of(deploy.topology, site=site, check=False, diff=True, **deploy.run_options)
-        try:
-            with deferred_interrupts() as cancelled:
-                run.cancel = cancelled
-                result = run_playbook(run, on_event=deploy.on_event)
-        except RunError as exc:
-            deploy.end(step, "failed", f"cannot run the playbook: {exc}")
+        result = _converge(deploy, step, site=site, check=False)
+        if result is None:
             return False
-        changed = len(result.changed_tasks)
         if result.unreachable_hosts or result.failed_tasks or not result.completed:
-            problems = [f"{t.host}: {task_label(t)}: {t.msg}"[:300] for t in result.failed_tasks[:5]]
-            problems += [f"{h}: unreachable" for h in result.unreachable_hosts]
-            if result.error:
-                problems.append(result.error[:500])
+            problems = _problems(result) + ([result.error[:500]] if result.error else [])
             touched = sorted({t.host for t in result.changed_tasks})
             where = f" (changes were made on {', '.join(touched)})" if touched else " (nothing was changed)"
             deploy.end(step, "failed", "; ".join(problems) + where)
             return False
-        deploy.end(step, "applied", f"{len(result.hosts)} host(s), {changed} change(s); run {result.ident}")
+        deploy.end(step, "applied", f"{_counts(result)}; run {result.ident}")
         deploy.applied(f"{site}:hosts")
         return True
 
@@ -421,17 +432,10 @@ class HostsLayer(OpsLayer):
         deploy.progress(f"databases: standbys and backup repositories on {len(names)} host(s)")
         for check in (False, True):
             step = deploy.start(None, Layer.HOSTS, "verify databases" if check else "converge databases")
-            run = PlaybookRun.of(deploy.topology, limit=",".join(names), check=check, diff=True,
-                                 **deploy.run_options)
-            try:
-                with deferred_interrupts() as cancelled:
-                    run.cancel = cancelled
-                    result = run_playbook(run, on_event=deploy.on_event)
-            except RunError as exc:
-                deploy.end(step, "failed", f"cannot run the playbook: {exc}")
+            result = _converge(deploy, step, limit=",".join(names), check=check)
+            if result is None:
                 return False
-            problems = [f"{t.host}: {task_label(t)}: {t.msg}"[:300] for t in result.failed_tasks[:5]]
-            problems += [f"{h}: unreachable" for h in result.unreachable_hosts]
+            problems = _problems(result)
             if not result.completed and result.error:
                 problems.append(result.error[:500])
             if check and result.changed_tasks:
@@ -439,8 +443,7 @@ class HostsLayer(OpsLayer):
             if problems:
                 deploy.end(step, "failed", "; ".join(problems))
                 return False
-            counts = f"{len(result.hosts)} host(s), {len(result.changed_tasks)} change(s)"
-            deploy.end(step, "verified" if check else "applied", f"{counts}; run {result.ident}")
+            deploy.end(step, "verified" if check else "applied", f"{_counts(result)}; run {result.ident}")
         return True
 
 

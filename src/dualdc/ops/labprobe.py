@@ -15,7 +15,7 @@ from dualdc.lab import Lab, LabError
 from dualdc.lab import verify as lab_verify
 from dualdc.model import Layer, Topology
 from dualdc.ops.layer import Checked, CheckSpec, Deploying, OpsLayer, register
-from dualdc.reports.drift import CheckedTarget, DriftItem, ItemStatus, LayerReport, LayerStatus, TargetStatus
+from dualdc.reports.drift import CheckedTarget, DriftItem, LayerReport, LayerStatus, TargetStatus
 
 NOT_RUN = "not run"
 
@@ -66,12 +66,11 @@ def layer_from_report(topology: Topology, report: lab_verify.Report, sites: list
         expected = "open" if p.expect_open else "blocked"
         what = "declared flow is blocked" if p.expect_open else "forbidden connection is open"
         layer.items.append(
-            DriftItem(
-                id=probe_id(result),
-                layer=Layer.LAB,
-                target=name,
-                status=ItemStatus.DRIFT,
-                summary=f"{what}: {where} ({p.reason}): expected {expected}, got {result.result}",
+            DriftItem.found(
+                Layer.LAB,
+                probe_id(result),
+                name,
+                f"{what}: {where} ({p.reason}): expected {expected}, got {result.result}",
                 site=_site_of_place(topology, p.source) if p.source[0] == "host" else None,
                 host=p.destination[1] if p.destination[0] == "host" else None,
                 segments=sorted(

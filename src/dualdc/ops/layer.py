@@ -136,10 +136,16 @@ def register(layer: OpsLayer) -> OpsLayer:
 
 
 def registered() -> list[OpsLayer]:
-    """Every registered layer, in :data:`MODULES` order."""
+    """Every registered layer, in :data:`MODULES` order (then the order each module registers them)."""
     for module in MODULES:
         importlib.import_module(module)
-    return list(_REGISTRY.values())
+    position = {layer.kind: i for i, layer in enumerate(_REGISTRY.values())}
+
+    def order(layer: OpsLayer) -> tuple[int, int]:
+        module = type(layer).__module__
+        return (MODULES.index(module) if module in MODULES else len(MODULES), position[layer.kind])
+
+    return sorted(_REGISTRY.values(), key=order)
 
 
 def environment_layers(topology: Topology, wanted: set[Layer] | None = None) -> list[OpsLayer]:

@@ -28,7 +28,7 @@ from dualdc.model import Layer, Topology
 from dualdc.ops.layer import Checked, CheckSpec, Deploying, LayerUnavailable, OpsLayer, register
 from dualdc.pulumi import Operation, Outcome, PulumiFailed, PulumiUnavailable, StackRunner, find_cli
 from dualdc.pulumi.automation import check_passphrase
-from dualdc.reports.drift import CheckedTarget, DriftItem, ItemStatus, LayerReport, LayerStatus, TargetStatus
+from dualdc.reports.drift import CheckedTarget, DriftItem, LayerReport, LayerStatus, TargetStatus
 from dualdc.stacks.validation import UnsupportedVersion
 
 #: Engine operations that are not changes.
@@ -144,12 +144,11 @@ class PreviewCollector:
                 before, after = _value(meta.old, prop, "outputs"), _value(meta.new, prop, "inputs")
                 diff = f"- {prop}: {_short(before)}\n+ {prop}: {_short(after)}"
                 self.items.append(
-                    DriftItem(
-                        id=f"{base}/{prop}",
-                        layer=Layer.STACKS,
-                        target=self.stack,
-                        status=ItemStatus.DRIFT,
-                        summary=f"{resource}: {prop} would {kind} ({op.value})",
+                    DriftItem.found(
+                        Layer.STACKS,
+                        f"{base}/{prop}",
+                        self.stack,
+                        f"{resource}: {prop} would {kind} ({op.value})",
                         site=self.site,
                         stack=self.stack,
                         resource=resource,
@@ -163,12 +162,11 @@ class PreviewCollector:
             OpType.DELETE: "exists but is not declared, and would be deleted",
         }.get(op, f"would {op.value}")
         self.items.append(
-            DriftItem(
-                id=base,
-                layer=Layer.STACKS,
-                target=self.stack,
-                status=ItemStatus.DRIFT,
-                summary=f"{resource} {what}",
+            DriftItem.found(
+                Layer.STACKS,
+                base,
+                self.stack,
+                f"{resource} {what}",
                 site=self.site,
                 stack=self.stack,
                 resource=resource,

@@ -26,7 +26,7 @@ import re
 import xml.etree.ElementTree as ET
 from collections import Counter
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from rich.console import Console
@@ -139,6 +139,11 @@ class DriftItem(BaseModel):
         default=None,
         description="file:line in the topology the difference is about (model layer: the finding).",
     )
+
+    @classmethod
+    def found(cls, layer: Layer, id: str, target: str, summary: str, **details: Any) -> DriftItem:
+        """A difference a layer just found (status drift; the ledger may acknowledge it later)."""
+        return cls(id=id, layer=layer, target=target, status=ItemStatus.DRIFT, summary=summary, **details)
 
 
 class CheckedTarget(BaseModel):
