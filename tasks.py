@@ -7,7 +7,7 @@ orchestration, packaging, development.
 
 from invoke import Collection
 
-from dualdc.tasks import dev, dr, model, package
+from dualdc.tasks import dev, dr, model, options, package
 from dualdc.tasks import hosts as hosts_tasks
 from dualdc.tasks import lab as lab_tasks
 from dualdc.tasks import ops as ops_tasks
@@ -31,3 +31,4 @@ ns.add_task(package.ee)
 ns.add_task(dev.test)
 ns.add_task(dev.lint)
 ns.add_task(dev.bench)
+ns.configure(options.DEFAULTS)

@@ -59,9 +59,8 @@ class InventoryModule(BaseInventoryPlugin):  # type: ignore[misc]
         try:
             # Imported here so a missing dualdc gives Ansible a clear parser error.
             from dualdc import inventory as dualdc_inventory  # noqa: PLC0415
-            from dualdc.lab import LabError  # noqa: PLC0415
+            from dualdc.base.redact import clean  # noqa: PLC0415
             from dualdc.loader import TopologyError, gc_paused, load_topology  # noqa: PLC0415
-            from dualdc.redact import clean  # noqa: PLC0415
         except ImportError as exc:  # pragma: no cover - depends on the install
             raise AnsibleParserError(f"dualdc is not installed in Ansible's Python: {exc}") from exc
         # Everything built here stays alive (the inventory) or is dropped at the end (the
@@ -75,16 +74,17 @@ class InventoryModule(BaseInventoryPlugin):  # type: ignore[misc]
             try:
                 # Who is primary after dr.switchover/dr.failover (.state/<env>/primaries.json beside
                 # the checkout's other run state): a converge follows it and never demotes the new primary.
-                from dualdc.ops import STATE_ENV, drstate  # noqa: PLC0415
+                from dualdc.base.paths import OPS_STATE_ENV  # noqa: PLC0415
+                from dualdc.ops import drstate  # noqa: PLC0415
 
                 checkout = Path(path).resolve().parent.parent.parent
-                root = None if os.environ.get(STATE_ENV) else checkout / ".state"
+                root = None if os.environ.get(OPS_STATE_ENV) else checkout / ".state"
                 drstate.load_and_apply(topology, root)
             except drstate.StateError as exc:
                 raise AnsibleParserError(clean(f"cannot build the inventory: {exc}")) from None
             try:
                 built = dualdc_inventory.layers(topology)
-            except (LabError, KeyError, ValueError) as exc:
+            except (KeyError, ValueError) as exc:  # the lab's connection data included
                 raise AnsibleParserError(clean(f"cannot build the inventory: {exc}")) from None
             topology.cache.clear()  # its derived data refers back to it: let it go without a collection
             del topology

@@ -1,7 +1,7 @@
 """What every command shares: exit codes (DESIGN §6), loading a topology for a task, output.
 
-Every message and report a task shows or writes passes through :func:`dualdc.redact.clean`
-or :func:`dualdc.redact.scrub` here: the same scrubbing drift's reports get.
+Every message and report a task shows or writes passes through :func:`dualdc.base.redact.clean`
+or :func:`dualdc.base.redact.scrub` here: the same scrubbing drift's reports get.
 """
 
 from __future__ import annotations
@@ -10,28 +10,26 @@ import gc
 import os
 import stat
 import sys
-from enum import IntEnum
 from pathlib import Path
 
 from invoke.exceptions import Exit
 from rich.console import Console
 
-from dualdc.loader import TopologyError, gc_paused, load_environment, load_topology
+from dualdc.base.exitcodes import ExitCode
+from dualdc.base.files import write_atomic
+from dualdc.base.redact import clean, scrub, shorten
+from dualdc.loader import (
+    MAX_PROBLEMS_SHOWN,
+    TopologyError,
+    format_problems,
+    gc_paused,
+    load_environment,
+    load_topology,
+)
 from dualdc.model import Topology
-from dualdc.redact import clean, scrub, shorten
 
 #: Progress and human messages go to stderr, so stdout stays clean for reports.
 console = Console(stderr=True, highlight=False)
-
-
-class ExitCode(IntEnum):
-    CLEAN = 0
-    INPUT = 1
-    FINDINGS = 2
-    UNVERIFIED = 3
-
-
-MAX_PROBLEMS_SHOWN = 40
 
 
 def input_error(message: str) -> Exit:
@@ -44,18 +42,13 @@ def shown_path(path: Path | str) -> str:
     return clean(shorten(repr(str(path)), 160))
 
 
-def format_problems(exc: TopologyError) -> str:
-    """One line per problem, capped so a hostile input still fits one screen."""
-    lines = [str(p) for p in exc.problems[:MAX_PROBLEMS_SHOWN]]
-    if len(exc.problems) > MAX_PROBLEMS_SHOWN:
-        lines.append(f"... and {len(exc.problems) - MAX_PROBLEMS_SHOWN} more problem(s)")
-    count = len(exc.problems)
-    header = f"error: the topology is invalid ({count} problem{'s' if count != 1 else ''}):"
-    return clean("\n".join([header, *lines]))
+def load(env: str | None = None, topology: str | None = None, *, operated: bool = False) -> Topology:
+    """Load ``--env NAME`` or ``--topology PATH`` for a task; exit 1 with every problem.
 
-
-def load(env: str | None = None, topology: str | None = None) -> Topology:
-    """Load ``--env NAME`` or ``--topology PATH`` for a task; exit 1 with every problem."""
+    ``operated``: the environment as it runs now, for the commands that act on its hosts:
+    the databases follow ``.state/<env>/primaries.json`` (who is primary after a
+    ``dr.switchover`` or ``dr.failover``), so a converge never demotes a new primary.
+    """
     if env == "":
         raise input_error("--env needs an environment name (a folder under inventories/)")
     if topology == "":
@@ -71,6 +64,13 @@ def load(env: str | None = None, topology: str | None = None) -> Topology:
             loaded = load_topology(Path(topology)) if topology else load_environment(env or "lab")
         except TopologyError as exc:
             raise Exit(format_problems(exc), code=ExitCode.INPUT) from None
+        if operated:
+            from dualdc.ops import drstate  # noqa: PLC0415
+
+            try:
+                drstate.ensure_applied(loaded)
+            except drstate.StateError as exc:
+                raise input_error(str(exc)) from None
         gc.freeze()
     return loaded
 
@@ -114,14 +114,13 @@ def write_output(text: str, output: str | None) -> None:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
         return
     path = output_target(output)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        mode = stat.S_IMODE(path.stat().st_mode) if path.exists() else 0o644
-        tmp.write_text(text, encoding="utf-8")
-        tmp.chmod(mode)
-        tmp.replace(path)
+        write_atomic(path, text, keep_mode=True)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise input_error(f"cannot write {shown_path(output)}: {exc.strerror or exc}") from None
     console.print(f"wrote {shown_path(output)}")
+
+
+#: What the tasks use from here: their shared helpers, and the base's exit codes and topology messages.
+__all__ = ["MAX_PROBLEMS_SHOWN", "ExitCode", "console", "format_problems", "input_error", "load",
+           "output_target", "shown_path", "write_output"]

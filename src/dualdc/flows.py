@@ -25,7 +25,17 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from dualdc.model import WORKER_ROLES, Flow, Host, Service, TenantKind, Topology, Zone
+from dualdc.model import (
+    WORKER_ROLES,
+    Flow,
+    Host,
+    Service,
+    TenantKind,
+    Topology,
+    Zone,
+    zone_traits,
+    zones_where,
+)
 
 INTERNET = "internet"
 ANY_NETWORK = ipaddress.IPv4Network("0.0.0.0/0")
@@ -99,7 +109,7 @@ class _Index:
             host = self.topology.host(name)
             seg = self.topology.segment
             found = self._replication[name] = frozenset(
-                i.segment for i in host.interfaces if seg(i.segment).zone is Zone.REPLICATION)
+                i.segment for i in host.interfaces if zone_traits(seg(i.segment).zone).replication)
         return found
 
     def nodes(self, cluster: str) -> list[Host]:
@@ -222,7 +232,7 @@ def primary_interface(topology: Topology, host: Host) -> str:
 
 def _primary_interface(topology: Topology, host: Host) -> str:
     for iface in host.interfaces:
-        if topology.segment(iface.segment).zone is not Zone.MGMT:
+        if not zone_traits(topology.segment(iface.segment).zone).admin:
             return iface.segment
     return host.interfaces[0].segment
 
@@ -255,11 +265,11 @@ def expand(topology: Topology, flow: Flow) -> list[Connection]:
     """
     index = _index(topology)
     cross = flow.cross_site
-    replication = Zone.REPLICATION
+    replication = frozenset(zones_where("replication"))
     found = []
     destinations = _facts(topology, index, flow.destination)
     for s, s_segs, s_primary, s_repl in _facts(topology, index, flow.source):
-        s_offers = bool(s_repl) if s_segs is not None else s.zone is replication
+        s_offers = bool(s_repl) if s_segs is not None else s.zone in replication
         for d, d_segs, d_primary, d_repl in destinations:
             if not (cross or s.site is None or d.site is None or s.site == d.site):
                 continue
@@ -267,7 +277,7 @@ def expand(topology: Topology, flow: Flow) -> list[Connection]:
                 if d.segment is not None and d.segment in s_segs:
                     if s.segment != d.segment:
                         continue
-                elif cross and s_repl and (bool(d_repl) if d_segs is not None else d.zone is replication):
+                elif cross and s_repl and (bool(d_repl) if d_segs is not None else d.zone in replication):
                     if s.segment not in s_repl:
                         continue
                 elif s.segment != s_primary:
@@ -384,7 +394,7 @@ def is_group_service(topology: Topology, service: Service) -> bool:
 
 def replication_segments(topology: Topology, site: str, tenant: str) -> list[str]:
     """Replication segments at a site a tenant's databases use: its own, else shared ones."""
-    segs = [s for s in topology.segments if s.site == site and s.zone is Zone.REPLICATION]
+    segs = [s for s in topology.segments if s.site == site and zone_traits(s.zone).replication]
     own = sorted(s.name for s in segs if s.tenant == tenant)
     if own:
         return own

@@ -19,12 +19,14 @@ decides a value: ``all`` < that group < the host.
 from __future__ import annotations
 
 import ipaddress
+import json
 from typing import Any
 
+from dualdc.base import paths
 from dualdc.databases import pgbackrest_vars, postgresql_vars
 from dualdc.flows import Connection, inbound_groups, primary_interface
 from dualdc.loader import gc_paused
-from dualdc.model import Host, HostRole, Topology, Zone
+from dualdc.model import Host, HostRole, Topology, zone_traits
 
 
 def group_name(prefix: str, name: str) -> str:
@@ -115,12 +117,12 @@ def firewall_rules(topology: Topology, host: Host) -> list[dict[str, Any]]:
 
 def mgmt_networks(topology: Topology) -> list[str]:
     """Every mgmt segment's network, collapsed."""
-    return _collapse([s.cidr for s in topology.segments if s.zone is Zone.MGMT])
+    return _collapse([s.cidr for s in topology.segments if zone_traits(s.zone).admin])
 
 
 def ssh_sources(topology: Topology) -> list[str]:
     """Networks SSH is accepted from on every host: mgmt segments and bastion hosts."""
-    nets = [s.cidr for s in topology.segments if s.zone is Zone.MGMT]
+    nets = [s.cidr for s in topology.segments if zone_traits(s.zone).admin]
     for host in topology.hosts:
         if host.role is HostRole.BASTION:
             nets.extend(ipaddress.IPv4Network(f"{i.address}/32") for i in host.interfaces)
@@ -169,14 +171,10 @@ def all_vars(topology: Topology) -> dict[str, Any]:
         "dualdc_pki": None,
     }
     if env.pki is not None:
-        from dualdc.lab.config import project_root  # noqa: PLC0415
 
         found["dualdc_pki"] = {"ca_name": env.pki.ca_name,
-                               "directory": str(project_root() / env.pki.directory)}
+                               "directory": str(paths.project_root() / env.pki.directory)}
     if env.lab:
-        # Imported here: only the lab needs the lab's plan (and its configuration files).
-        from dualdc.lab.config import lab_connection_vars  # noqa: PLC0415
-
         found.update(lab_connection_vars(env.name))
         found["dualdc_controller_networks"] = lab_controller_networks(topology)
     return found
@@ -193,7 +191,7 @@ def group_vars(topology: Topology) -> dict[str, dict[str, Any]]:
     for site in topology.sites:
         found[group_name("site", site.name)] = {
             "dualdc_site": site.name,
-            "dualdc_peer_site": topology.peer_site(site.name),
+            "dualdc_peer_site": topology.dr_peer(site.name),
             "dualdc_log_hosts": log_hosts.get(site.name, []),
         }
     for tenant in topology.tenants:
@@ -233,20 +231,56 @@ def own_vars(topology: Topology, host: Host) -> dict[str, Any]:
     return found
 
 
+class LabConnectionError(ValueError):
+    """The lab's published connection data cannot be read."""
+
+
+def lab_connection(env: str) -> dict[str, Any]:
+    """What ``lab.up`` published for the inventory (:func:`dualdc.base.paths.lab_connection`).
+
+    ``{"controller_networks": [...], "private_key": path, "known_hosts": path}``. Before the lab
+    is first built nothing is published: the key and known_hosts are where ``lab.up`` will put
+    them, and no controller networks (there is no lab to connect to yet).
+    """
+    path = paths.lab_connection(env)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        data = {}
+    except (OSError, ValueError) as exc:
+        raise LabConnectionError(f"the lab's connection data {path} is unreadable ({exc}): "
+                                 "run invoke lab.up to publish it again") from None
+    if not isinstance(data, dict) or not all(isinstance(n, str) for n in data.get("controller_networks", [])):
+        raise LabConnectionError(f"the lab's connection data {path} is not what lab.up writes: "
+                                 "run invoke lab.up to publish it again")
+    return {
+        "controller_networks": list(data.get("controller_networks", [])),
+        "private_key": str(data.get("private_key") or paths.lab_private_key(env)),
+        "known_hosts": str(data.get("known_hosts") or paths.lab_known_hosts(env)),
+    }
+
+
+def lab_connection_vars(env: str) -> dict[str, str]:
+    """Ansible connection variables of a lab environment's hosts: the lab key, host key checking on."""
+    published = lab_connection(env)
+    return {
+        "ansible_ssh_private_key_file": published["private_key"],
+        "ansible_ssh_common_args": (f"-o UserKnownHostsFile={published['known_hosts']} "
+                                    "-o StrictHostKeyChecking=yes -o IdentitiesOnly=yes"),
+    }
+
+
 def lab_controller_networks(topology: Topology) -> list[str]:
     """Where the lab's controller (this machine, running Ansible) connects to the hosts from.
 
     On the lab twin the controller reaches each site over its own link (outside the model's
-    mgmt segments); the hosts' firewalls accept SSH from these addresses as well. In other
-    environments the operations host sits in a mgmt segment or behind a bastion: none.
+    mgmt segments); the hosts' firewalls accept SSH from these addresses as well. The lab
+    publishes them when it is built (``lab.up``). In other environments the operations host
+    sits in a mgmt segment or behind a bastion: none.
     """
     cache = topology.cache
     if "lab_controller_networks" not in cache:
-        from dualdc.lab.config import LabConfig  # noqa: PLC0415
-        from dualdc.lab.plan import build as lab_plan  # noqa: PLC0415
-
-        plan = lab_plan(topology, LabConfig.load(topology.environment.name).infra)
-        cache["lab_controller_networks"] = [f"{r.controller_peer}/32" for r in plan.routers.values()]
+        cache["lab_controller_networks"] = lab_connection(topology.environment.name)["controller_networks"]
     return list(cache["lab_controller_networks"])
 
 
@@ -276,6 +310,23 @@ def layers(topology: Topology) -> dict[str, Any]:
             host_vars[host.name] = own_vars(topology, host)
     gvars = {g: v for g, v in group_vars(topology).items() if g == "all" or g in groups}
     return {"groups": dict(sorted(groups.items())), "group_vars": gvars, "host_vars": host_vars}
+
+
+def static(built: dict[str, Any]) -> dict[str, Any]:
+    """:func:`layers`' result in the shape of Ansible's YAML inventory (``all``: vars, hosts, children).
+
+    What the wrapper hands ansible-runner, so a run uses the inventory it has already built
+    from the loaded topology instead of loading the topology again inside Ansible. The
+    variables land where the plugin sets them: ``all``'s on ``all``, a group's on the group,
+    a host's own on the host.
+    """
+    gvars: dict[str, dict[str, Any]] = built["group_vars"]
+    return {"all": {
+        "vars": gvars["all"],
+        "hosts": built["host_vars"],
+        "children": {group: {"hosts": {name: None for name in hosts}, "vars": gvars.get(group, {})}
+                     for group, hosts in built["groups"].items()},
+    }}
 
 
 def build(topology: Topology) -> dict[str, Any]:

@@ -29,8 +29,8 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from dualdc.base.redact import clean, shorten, shown
 from dualdc.model import ENTITY_LISTS, Entity, ReferenceErrors, Topology, set_positions
-from dualdc.redact import shorten, shown
 
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 INVENTORIES = Path("inventories")
@@ -567,6 +567,20 @@ def _load_topology(path: Path, max_bytes: int) -> Topology:
         raise TopologyError(found) from None
     _attach_sources(topology, merged)
     return topology
+
+
+#: Problems listed in one message; a hostile input still fits one screen.
+MAX_PROBLEMS_SHOWN = 40
+
+
+def format_problems(exc: TopologyError) -> str:
+    """One line per problem, capped so a hostile input still fits one screen."""
+    lines = [str(p) for p in exc.problems[:MAX_PROBLEMS_SHOWN]]
+    if len(exc.problems) > MAX_PROBLEMS_SHOWN:
+        lines.append(f"... and {len(exc.problems) - MAX_PROBLEMS_SHOWN} more problem(s)")
+    count = len(exc.problems)
+    header = f"error: the topology is invalid ({count} problem{'s' if count != 1 else ''}):"
+    return clean("\n".join([header, *lines]))
 
 
 def environment_path(env: str, root: Path = INVENTORIES) -> Path:

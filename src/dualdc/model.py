@@ -186,6 +186,63 @@ class DataClass(StrEnum):
 AI_ADMISSIBLE = frozenset({DataClass.PSEUDONYMISED, DataClass.ANONYMISED})
 
 
+@dataclass(frozen=True)
+class ZoneTraits:
+    """What a zone kind means to every layer: read from :data:`ZONE_TRAITS`, never special-cased.
+
+    The policy's default exposed and protected zones (NS-01, NS-02), the management addresses
+    the hosts accept SSH from, where replication and backups run, the diagrams' colours and
+    what ``lab.verify`` probes as forbidden (exposed → protected, one bank's protected segments
+    → another's, anything → an admin zone on SSH) all come from here.
+    """
+
+    exposed: bool = False
+    """Reachable from outside, like the internet (NS-01/NS-02 default ``exposed_zones``)."""
+    protected: bool = False
+    """Nothing exposed may reach it (NS-01/NS-02 default ``protected_zones``)."""
+    admin: bool = False
+    """Management: bastions, SSH sources of every host, the hosts' management addresses."""
+    replication: bool = False
+    """Carries the databases' replication between the sites (DB-02, the DR stacks, the lab routes)."""
+    backup: bool = False
+    """Holds the backup services and repositories (the DR stacks' backup targets)."""
+    institutions: bool = False
+    """Where links to outside institutions land (the only zone a flow to one may cross)."""
+    analytics: bool = False
+    """AI analytics (AI 분석망): admits pseudonymised or anonymised data only (AI-01 to AI-04's
+    default ``ai_zones``, ``lab.verify``'s AI probes)."""
+    colour: tuple[str, str] = ("#ffffff", "#333333")
+    """The diagrams' (fill, stroke)."""
+
+
+#: One row per zone kind. A new zone kind is one member of :class:`Zone` and one row here.
+ZONE_TRAITS: dict[str, ZoneTraits] = {
+    "dmz": ZoneTraits(exposed=True, colour=("#fde2c8", "#d9822b")),
+    "internal": ZoneTraits(protected=True, colour=("#d6e6fb", "#2b6cd9")),
+    "external": ZoneTraits(institutions=True, colour=("#eadcf8", "#7b3fc4")),
+    "mgmt": ZoneTraits(admin=True, colour=("#e6e6e6", "#666666")),
+    "replication": ZoneTraits(replication=True, colour=("#d3f2ee", "#1d8f80")),
+    "backup": ZoneTraits(backup=True, colour=("#f3e6d3", "#8a5a1f")),
+    "dev": ZoneTraits(colour=("#dff5d8", "#3d8b2f")),
+    "ai": ZoneTraits(analytics=True, colour=("#fbd9ec", "#c2378a")),
+}
+
+
+def zone_traits(zone: Zone | str) -> ZoneTraits:
+    """The traits of a zone kind (every :class:`Zone` has a row: checked when the model is imported)."""
+    return ZONE_TRAITS[str(zone)]
+
+
+def zones_where(trait: str) -> list[Zone]:
+    """The zone kinds with a trait set, e.g. ``zones_where("admin")``, in declaration order."""
+    return [z for z in Zone if getattr(zone_traits(z), trait)]
+
+
+_UNDESCRIBED = sorted({z.value for z in Zone} ^ set(ZONE_TRAITS))
+if _UNDESCRIBED:  # pragma: no cover - a programming error, caught by any test that imports the model
+    raise RuntimeError(f"zone kinds and ZONE_TRAITS disagree on {_UNDESCRIBED}: one row per zone kind")
+
+
 class TenantKind(StrEnum):
     BANK = "bank"
     SHARED = "shared"
@@ -979,16 +1036,18 @@ class Topology(Entity):
     def cluster_hosts(self, cluster: str) -> list[Host]:
         return list(self._hosts_by("cluster").get(cluster, ()))
 
+    def deploy_order(self) -> list[str]:
+        """The sites in deploy order: ``environment.deploy_order``, then any it leaves out (sorted)."""
+        declared = {s.name for s in self.sites}
+        order = [s for s in self.environment.deploy_order if s in declared]
+        return order + sorted(declared - set(order))
+
     def dr_peer(self, site: str) -> str:
         """The site's declared DR peer (``Site.dr_peer``); KeyError if it names none."""
         peer = self.site(site).dr_peer
         if peer is None:
             raise KeyError(f"site {site!r} names no dr_peer")
         return peer
-
-    def peer_site(self, site: str) -> str:
-        """The site's DR peer: the same as :meth:`dr_peer` (kept for existing callers)."""
-        return self.dr_peer(site)
 
     def backup_site(self, service: Service) -> str | None:
         """Where a service's backups land: ``backup.target_site``, else its primary's DR peer."""
@@ -1017,7 +1076,7 @@ class Topology(Entity):
     def management_address(self, host: Host) -> ipaddress.IPv4Address:
         """The address Ansible and the lab reach a host on: its first mgmt-zone interface."""
         for iface in host.interfaces:
-            if self.segment(iface.segment).zone is Zone.MGMT:
+            if zone_traits(self.segment(iface.segment).zone).admin:
                 return iface.address
         return host.interfaces[0].address
 

@@ -146,8 +146,7 @@ def stack_targets(topology: Topology, site: str | None = None,
 
     With ``site``, only that site's stack.
     """
-    sites = [s for s in topology.environment.deploy_order if any(x.name == s for x in topology.sites)]
-    sites += sorted(s.name for s in topology.sites if s.name not in sites)
+    sites = topology.deploy_order()
     if site is not None:
         if site not in sites:
             raise RenderError([f"site {site!r} is not declared in environment {topology.environment.name!r} "

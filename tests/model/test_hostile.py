@@ -18,7 +18,7 @@ import pytest
 from invoke.context import Context
 from invoke.exceptions import Exit
 
-from dualdc import redact
+from dualdc.base import redact
 from dualdc.loader import TopologyError, load_topology
 from dualdc.tasks import model as model_tasks
 from dualdc.tasks import stacks as stacks_tasks
@@ -183,12 +183,6 @@ def test_redaction_shapes():
     assert len(redact.shorten("y" * 5000)) < 120
 
 
-def test_ops_redact_is_the_same_scrubbing():
-    from dualdc.ops import redact as ops_redact
-
-    assert ops_redact.scrub is redact.scrub and ops_redact.register is redact.register
-
-
 # --------------------------------------------------------------------------- the command line
 
 
@@ -293,13 +287,19 @@ def test_a_self_managed_backend_with_credentials_in_its_url_is_refused():
     assert "carries credentials" in message and "Pa55-w0rd-xyz" not in message
 
 
-def test_inventory_build_failures_are_readable_in_the_task_and_in_ansible_inventory(monkeypatch):
-    monkeypatch.setenv("DUALDC_LAB_INFRA_CIDR", "not-a-network")
+def test_inventory_build_failures_are_readable_in_the_task_and_in_ansible_inventory(monkeypatch, tmp_path):
+    # The inventory no longer reads the lab's settings (DUALDC_LAB_INFRA_CIDR): it reads what lab.up
+    # published, so a failure to build it is now that file being unreadable.
+    state = tmp_path / "lab-state"
+    state.mkdir()
+    (state / "connection.json").write_text("{not json", encoding="utf-8")
+    monkeypatch.setenv("DUALDC_LAB_STATE_DIR", str(state))
     message = _one_screen(_exit_of(lambda: model_tasks.inventory_(Context(), env="lab")))
-    assert "cannot build the inventory of lab" in message and "DUALDC_LAB_INFRA_CIDR" in message
+    assert "cannot build the inventory of lab" in message
+    assert "connection.json" in message and "lab.up" in message
     done = subprocess.run([str(Path(sys.executable).parent / "ansible-inventory"), "-i", "inventories/lab",
                            "--graph"], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
-                          env={**os.environ, "DUALDC_LAB_INFRA_CIDR": "not-a-network",
+                          env={**os.environ, "DUALDC_LAB_STATE_DIR": str(state),
                                "ANSIBLE_DEPRECATION_WARNINGS": "False"})
-    assert done.returncode != 0 and "DUALDC_LAB_INFRA_CIDR" in done.stderr
+    assert done.returncode != 0 and "connection.json" in done.stderr
     assert "Traceback" not in done.stderr

@@ -28,6 +28,46 @@ ROOT = Path(__file__).resolve().parents[2]
 ANSIBLE_INVENTORY = Path(sys.executable).parent / "ansible-inventory"
 
 
+@pytest.fixture(autouse=True)
+def published_lab(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The lab's connection data as ``lab.up`` publishes it, in a state folder of the test's own.
+
+    The inventory reads it (it never imports the lab); no lab is built for that.
+    """
+    from dualdc.lab.config import LabConfig
+    from dualdc.lab.core import publish_connection
+    from dualdc.lab.plan import build as lab_plan
+
+    monkeypatch.setenv("DUALDC_LAB_STATE_DIR", str(tmp_path / "lab-state"))
+    cfg = LabConfig.load("lab")
+    return publish_connection(lab_plan(load_environment("lab"), cfg.infra), cfg)
+
+
+def test_the_inventory_reads_what_the_lab_published(published_lab: Path) -> None:
+    topology = load_environment("lab")
+    data = json.loads(published_lab.read_text(encoding="utf-8"))
+    data["controller_networks"] = ["192.0.2.7/32"]
+    data["private_key"] = "/elsewhere/key"
+    published_lab.write_text(json.dumps(data), encoding="utf-8")
+    hv = inventory.build(topology)["hostvars"][topology.hosts[0].name]
+    assert hv["dualdc_controller_networks"] == ["192.0.2.7/32"]
+    assert hv["ansible_ssh_private_key_file"] == "/elsewhere/key"
+
+
+def test_before_the_lab_is_built_no_controller_network_is_allowed(published_lab: Path) -> None:
+    published_lab.unlink()
+    topology = load_environment("lab")
+    hv = inventory.build(topology)["hostvars"][topology.hosts[0].name]
+    assert hv["dualdc_controller_networks"] == []
+    assert hv["ansible_ssh_private_key_file"] == str(published_lab.parent / "ssh" / "id_ed25519")
+
+
+def test_unreadable_connection_data_is_a_clear_error(published_lab: Path) -> None:
+    published_lab.write_text("{not json", encoding="utf-8")
+    with pytest.raises(inventory.LabConnectionError, match=r"run invoke lab\.up"):
+        inventory.build(load_environment("lab"))
+
+
 def _plain(value: Any) -> Any:
     """ansible-inventory's JSON with 2.19's ``{"__ansible_unsafe": ...}`` markers removed."""
     if isinstance(value, dict):
@@ -40,12 +80,7 @@ def _plain(value: Any) -> Any:
 
 
 def _ansible_inventory(env: str, *args: str) -> dict[str, Any]:
-    env_vars = {**os.environ, "ANSIBLE_DEPRECATION_WARNINGS": "False",
-                "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")}
-    done = subprocess.run([str(ANSIBLE_INVENTORY), "-i", f"inventories/{env}", *args], cwd=ROOT, env=env_vars,
-                          capture_output=True, text=True, check=False)
-    assert done.returncode == 0, done.stderr
-    result: dict[str, Any] = _plain(json.loads(done.stdout))
+    result: dict[str, Any] = _plain(_ansible_inventory_raw(env, *args))
     return result
 
 
@@ -149,7 +184,8 @@ def _reference(topology: Topology, host: Host) -> dict[str, Any]:
             "directory": str(Path(__file__).resolve().parents[2] / env.pki.directory)},
     }
     if env.lab:
-        from dualdc.lab.config import LabConfig, lab_connection_vars
+        from dualdc.inventory import lab_connection_vars
+        from dualdc.lab.config import LabConfig
         from dualdc.lab.plan import build as lab_plan
 
         expected.update(lab_connection_vars(env.name))
@@ -234,3 +270,32 @@ def test_the_ai_zone_reaches_the_inventory_groups_and_the_gpu_hosts_firewalls() 
         other = {str(i.address) for h in lab.hosts if h.tenant not in (host.tenant, "group")
                  for i in h.interfaces}
         assert not any(s.removesuffix("/32") in other for r in rules.values() for s in r["sources"])
+
+
+@pytest.mark.parametrize("env", ["lab", "production"])
+def test_the_static_inventory_a_run_is_handed_resolves_like_the_plugin(env: str, tmp_path: Path) -> None:
+    # one model load per run: the wrapper hands ansible-runner the inventory it built; Ansible
+    # must see the very same hosts, groups and variables (and the same unsafe marks) as through
+    # the plugin that stock ansible-playbook uses
+    from dualdc.ansible.runner import write_static_inventory
+
+    path = write_static_inventory(inventory.layers(load_environment(env)), tmp_path / "inventory.yml")
+    env_vars = {**os.environ, "ANSIBLE_DEPRECATION_WARNINGS": "False",
+                "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_INVENTORY_ENABLED": "yaml"}
+    done = subprocess.run([str(ANSIBLE_INVENTORY), "-i", str(path), "--list", "--export"], cwd=ROOT,
+                          env=env_vars, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    static = json.loads(done.stdout)
+    plugin = _ansible_inventory_raw(env, "--list", "--export")
+    assert static == plugin
+    assert "__ansible_unsafe" in done.stdout  # every string value still marked as data
+
+
+def _ansible_inventory_raw(env: str, *args: str) -> dict[str, Any]:
+    env_vars = {**os.environ, "ANSIBLE_DEPRECATION_WARNINGS": "False",
+                "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")}
+    done = subprocess.run([str(ANSIBLE_INVENTORY), "-i", f"inventories/{env}", *args], cwd=ROOT, env=env_vars,
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result

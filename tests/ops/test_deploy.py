@@ -16,19 +16,17 @@ import pytest
 
 from dualdc.loader import load_environment, load_topology
 from dualdc.ops.ack import Ledger
-from dualdc.ops.deploy import (
-    DeployError,
+from dualdc.ops.deploy import DeployError, DeploySpec, deploy, new_report
+from dualdc.reports.deploy import (
     DeployReport,
     DeployResult,
-    DeploySpec,
     Step,
     StepStatus,
-    deploy,
-    new_report,
     render_deploy_markdown,
     render_deploy_text,
 )
-from dualdc.reports.drift import DriftReport, GitInfo
+from dualdc.reports.drift import DriftReport
+from dualdc.reports.header import GitInfo
 
 EMPTY = Ledger([], [], "")
 

@@ -127,13 +127,13 @@ def test_invoke_diagram_errors_exit_1_and_write_nothing(tmp_path: Path) -> None:
 
 
 def test_every_zone_has_its_own_colour_and_the_ai_zone_is_drawn() -> None:
-    from dualdc.model import Zone
+    from dualdc.model import ZONE_TRAITS, Zone, zone_traits
 
-    assert set(diagram.ZONE_COLORS) == set(Zone)
-    fills = [fill for fill, _ in diagram.ZONE_COLORS.values()]
+    assert set(ZONE_TRAITS) == {z.value for z in Zone}
+    fills = [t.colour[0] for t in ZONE_TRAITS.values()]
     assert len(set(fills)) == len(fills)
     lab = load_environment("lab")
     dot = diagram.to_dot(lab)
-    ai_fill = diagram.ZONE_COLORS[Zone.AI][0]
+    ai_fill = zone_traits(Zone.AI).colour[0]
     assert "cluster_gwangju_ai" in dot and ai_fill in dot
     assert "cluster_jeonju_ai" not in dot  # no AI segment in Jeonju, so no empty box

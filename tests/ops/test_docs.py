@@ -8,17 +8,17 @@ import pytest
 from pydantic import BaseModel
 
 from dualdc.ops.audit import AuditRecord
-from dualdc.ops.deploy import DeployReport, Step
+from dualdc.reports.deploy import DeployReport, Step
 from dualdc.reports.drift import (
     Acknowledgement,
     CheckedTarget,
     CoverageGap,
     DriftItem,
     DriftReport,
-    GitInfo,
     LayerReport,
     Summary,
 )
+from dualdc.reports.header import GitInfo
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "operations.md"
 

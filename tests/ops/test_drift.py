@@ -15,7 +15,8 @@ from dualdc.loader import load_environment, load_topology
 from dualdc.model import Layer
 from dualdc.ops.ack import load_ledger
 from dualdc.ops.drift import apply_acknowledgements, host_layer_from_run, model_layer, sites_of
-from dualdc.reports.drift import DriftReport, GitInfo, ItemStatus, LayerStatus, TargetStatus, render_junit
+from dualdc.reports.drift import DriftReport, ItemStatus, LayerStatus, TargetStatus, render_junit
+from dualdc.reports.header import GitInfo
 
 SSHD = Diff(
     "/etc/ssh/sshd_config",

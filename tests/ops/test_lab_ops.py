@@ -27,18 +27,12 @@ from dualdc.model import Layer
 from dualdc.ops import audit
 from dualdc.ops.ack import Ledger
 from dualdc.ops.audit import Result
-from dualdc.ops.deploy import (
-    DeploySpec,
-    deploy,
-    new_report,
-    render_deploy_json,
-    render_deploy_markdown,
-    render_deploy_text,
-)
+from dualdc.ops.deploy import DeploySpec, deploy, new_report
 from dualdc.ops.drift import DriftRun, run_drift
 from dualdc.ops.lock import lock_holder
 from dualdc.ops.outputs import FORMATS, render_drift
 from dualdc.ops.run import guarded_run
+from dualdc.reports.deploy import render_deploy_json, render_deploy_markdown, render_deploy_text
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow, pytest.mark.timeout(3600)]
 

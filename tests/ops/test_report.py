@@ -17,7 +17,6 @@ from dualdc.reports.drift import (
     CoverageGap,
     DriftItem,
     DriftReport,
-    GitInfo,
     ItemStatus,
     LayerReport,
     LayerStatus,
@@ -27,6 +26,7 @@ from dualdc.reports.drift import (
     render_markdown,
     render_text,
 )
+from dualdc.reports.header import GitInfo
 
 SSHD_DIFF = """\
 --- before: /etc/ssh/sshd_config

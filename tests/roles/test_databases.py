@@ -129,7 +129,7 @@ def _load_settings(renderer: Renderer, data: Path, user: pwd.struct_passwd) -> N
 
 
 def test_database_hosts_converge_after_every_site_in_deploy() -> None:
-    from dualdc.ops.deploy import database_hosts
+    from dualdc.ops.drift import database_hosts
 
     assert database_hosts(load_environment("lab")) == [
         "gj-backup-01", "gj-db-jb-01", "gj-db-kj-01", "jj-backup-01", "jj-db-jb-01", "jj-db-kj-01"]

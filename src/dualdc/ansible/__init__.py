@@ -25,7 +25,6 @@ from dualdc.ansible.runner import (
     PlaybookRun,
     RunError,
     artifacts_root,
-    project_root,
     recent_runs,
     run_playbook,
 )
@@ -42,7 +41,6 @@ __all__ = [
     "TaskResult",
     "artifacts_root",
     "json_report",
-    "project_root",
     "recent_runs",
     "run_playbook",
     "text_report",

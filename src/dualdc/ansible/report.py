@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from dualdc.ansible.results import RunResult, Status, TaskResult
-from dualdc.ops.redact import scrub
+from dualdc.base.redact import scrub
 
 
 class LiveProgress:

@@ -14,7 +14,7 @@ keep it stable and extend it only with new fields:
 
 No secret reaches these objects: Ansible censors every result of a ``no_log`` task before
 the events are written (such tasks keep their name and status only), task arguments are
-never read, and everything is passed through :func:`dualdc.ops.redact.scrub` on output.
+never read, and everything is passed through :func:`dualdc.base.redact.scrub` on output.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from dualdc.cli import ExitCode
+from dualdc.base.exitcodes import ExitCode, decide
 
 #: A diff longer than this is cut (the full text stays in the run's artifacts).
 MAX_DIFF_CHARS = 20_000
@@ -187,13 +187,9 @@ class RunResult:
 
     def exit_code(self) -> ExitCode:
         """DESIGN §6: 0 clean; 2 drift (check) or a failed task; 3 unreachable or incomplete."""
-        if self.unreachable_hosts or not self.completed:
-            return ExitCode.UNVERIFIED
-        if self.failed_hosts or self.failed_tasks:
-            return ExitCode.FINDINGS
-        if self.check and self.changed_hosts:
-            return ExitCode.FINDINGS
-        return ExitCode.CLEAN
+        failed = bool(self.failed_hosts or self.failed_tasks)
+        return decide(incomplete=bool(self.unreachable_hosts) or not self.completed,
+                      findings=failed or bool(self.check and self.changed_hosts))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (``invoke converge --format json``)."""

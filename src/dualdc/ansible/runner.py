@@ -38,7 +38,12 @@ import yaml
 from ansible_runner.utils import signal_handler
 
 from dualdc.ansible.results import Collector, RunOptions, RunResult, TaskResult
-from dualdc.redact import scrub
+from dualdc.base.files import write_atomic
+from dualdc.base.paths import STATE_NAME, project_root, project_state
+from dualdc.base.proc import all_parents, running
+from dualdc.base.redact import scrub
+from dualdc.inventory import layers, static
+from dualdc.model import Topology
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 CALLBACK_DIR = PACKAGE_DIR / "callback_plugins"
@@ -50,14 +55,6 @@ KEEP_ARTIFACTS = 40
 STRATEGIES = ("dualdc_free", "free", "linear")
 #: Environment variables kept (with their values) in the artifacts' ``command`` file.
 KEPT_ENV = re.compile(r"^(ANSIBLE_[A-Z0-9_]+|DUALDC_SKIPS_FILE|PATH|LANG|LC_ALL|PYTHONPATH|HOME|USER)$")
-
-
-def project_root() -> Path:
-    """The checkout (where ``ansible.cfg`` and ``playbooks/`` are)."""
-    here = PACKAGE_DIR.parents[2]
-    if (here / "ansible.cfg").is_file() and (here / "playbooks").is_dir():
-        return here
-    return Path.cwd().resolve()
 
 
 class RunError(Exception):
@@ -84,7 +81,11 @@ class PlaybookRun:
     playbook: str = "playbooks/site.yml"
     """Relative to ``root``."""
     inventory: str | None = None
-    """Relative to ``root``; default ``inventories/<env>``."""
+    """Relative to ``root``; default ``inventories/<env>`` (the inventory plugin loads the topology)."""
+    built_inventory: dict[str, Any] | None = None
+    """The inventory already built from the loaded topology (:func:`dualdc.inventory.layers`): the
+    run hands it to Ansible as a static inventory in its artifacts, so the topology is not loaded
+    again inside Ansible. Ignored when ``inventory`` is given."""
     extravars: dict[str, Any] = field(default_factory=dict)
     root: Path = field(default_factory=project_root)
     cancel: Callable[[], bool] | None = None
@@ -92,6 +93,18 @@ class PlaybookRun:
     caller's SIGINT/SIGTERM handlers are left alone; not given, those signals cancel the run."""
     state_root: Path | None = None
     """Default: ``<root>/.state``."""
+
+    @classmethod
+    def of(cls, topology: Topology, **options: Any) -> PlaybookRun:
+        """A run of ``topology``'s environment handed the inventory built from it (built once per topology).
+
+        The way dualdc's own runs start: Ansible gets a static inventory instead of loading the
+        topology again through the inventory plugin, one model load per run.
+        """
+        built = topology.cache.get("inventory_layers")
+        if built is None:
+            built = topology.cache["inventory_layers"] = layers(topology)
+        return cls(env=topology.environment.name, built_inventory=built, **options)
 
     def host_pattern(self) -> str | None:
         parts = []
@@ -198,10 +211,7 @@ def _scrub_command_file(artifacts: Path) -> None:
         return
     env = data.get("env") or {}
     data["env"] = {k: scrub(str(v)) for k, v in env.items() if KEPT_ENV.match(k)}
-    tmp = path.with_name(".command.tmp")
-    tmp.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
-    tmp.chmod(0o600)
-    tmp.replace(path)
+    write_atomic(path, json.dumps(data, ensure_ascii=False), mode=0o600)
 
 
 class _UnsafeDumper(yaml.SafeDumper):
@@ -226,21 +236,37 @@ def write_unsafe_extravars(extravars: dict[str, Any], path: Path) -> None:
     path.chmod(0o600)
 
 
-def _parents() -> dict[int, int]:
-    """Every process's parent, read from ``/proc`` (processes that end meanwhile are left out)."""
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            continue
-        # pid (comm) state ppid ...: comm may hold spaces and parentheses, so split after the last ')'
-        fields = stat[stat.rfind(")") + 2 :].split()
-        if len(fields) > 1:
-            parents[int(entry.name)] = int(fields[1])
-    return parents
+class _InventoryDumper(yaml.SafeDumper):
+    """Ansible's YAML inventory, each mapping of variables ``!unsafe`` (:func:`write_static_inventory`)."""
+
+
+class _Variables(dict[str, Any]):
+    """A mapping of variables: written with the ``!unsafe`` tag."""
+
+
+def _unsafe_mapping(dumper: yaml.SafeDumper, value: _Variables) -> yaml.Node:
+    return dumper.represent_mapping("!unsafe", dict(value))
+
+
+_InventoryDumper.add_representer(_Variables, _unsafe_mapping)
+
+
+def write_static_inventory(built: dict[str, Any], path: Path) -> Path:
+    """Write an inventory built by :func:`dualdc.inventory.layers` as Ansible's YAML inventory.
+
+    Every mapping of variables is tagged ``!unsafe``, which Ansible carries down to every value
+    in it, as the inventory plugin marks them (``wrap_var``): nothing of the model is ever a
+    template. (Tagging each string instead would lose its quotes: Ansible resolves an
+    ``!unsafe`` scalar's type again, and ``'1.30'`` would come back as the number 1.3.) The
+    file stays in the run's artifacts (0600).
+    """
+    shape = static(built)["all"]
+    shape["vars"] = _Variables(shape["vars"])
+    shape["hosts"] = {name: _Variables(own) for name, own in shape["hosts"].items()}
+    for group in shape["children"].values():
+        group["vars"] = _Variables(group["vars"])
+    text = yaml.dump({"all": shape}, Dumper=_InventoryDumper, allow_unicode=True, sort_keys=False)
+    return write_atomic(path, text, mode=0o600)
 
 
 def _children(pid: int, parents: dict[int, int]) -> set[int]:
@@ -269,7 +295,7 @@ class _RunGuard:
     def __init__(self, cancel: Callable[[], bool] | None, timeout: int | None) -> None:
         self.cancel = cancel
         self.deadline = time.monotonic() + timeout if timeout else None
-        self.before = _children(os.getpid(), _parents())
+        self.before = _children(os.getpid(), all_parents())
         self.timed_out = False
         self.ended: list[int] = []
 
@@ -283,7 +309,7 @@ class _RunGuard:
         return True
 
     def end_tree(self) -> None:
-        parents = _parents()
+        parents = all_parents()
         roots = _children(os.getpid(), parents) - self.before
         tree = _descendants(roots, parents)
         # the playbook first (its own handler passes SIGTERM to the workers), then everything left
@@ -303,11 +329,7 @@ def _signal(pid: int, sig: signal.Signals) -> None:
 
 
 def _alive(pid: int) -> bool:
-    try:
-        state = (Path("/proc") / str(pid) / "stat").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return False
-    return state[state.rfind(")") + 2 :][:1] not in ("Z", "X")
+    return running(pid)
 
 
 def run_playbook(run: PlaybookRun, on_event: EventSink | None = None) -> RunResult:
@@ -317,7 +339,7 @@ def run_playbook(run: PlaybookRun, on_event: EventSink | None = None) -> RunResu
     result, whatever happens on the hosts (see :meth:`RunResult.exit_code`).
     """
     run.validate()
-    state = (run.state_root or run.root / ".state") / run.env
+    state = project_state(run.env, run.state_root or run.root / STATE_NAME)
     state.mkdir(parents=True, exist_ok=True)
     ident = _ident(run.check)
     artifacts = state / "artifacts" / ident
@@ -335,6 +357,11 @@ def run_playbook(run: PlaybookRun, on_event: EventSink | None = None) -> RunResu
         if data.get("status") == "running":
             _scrub_command_file(artifacts)
 
+    inventory_path = str(run.root / (run.inventory or f"inventories/{run.env}"))
+    envvars = _envvars(run, skips_file)
+    if run.inventory is None and run.built_inventory is not None:
+        inventory_path = str(write_static_inventory(run.built_inventory, artifacts / "inventory.yml"))
+        envvars["ANSIBLE_INVENTORY_ENABLED"] = "yaml"
     flags = ["--check" if run.check else "", "--diff" if run.diff else ""]
     if run.extravars:
         extravars_file = artifacts / "extravars.yml"
@@ -349,10 +376,10 @@ def run_playbook(run: PlaybookRun, on_event: EventSink | None = None) -> RunResu
         "private_data_dir": str(state),
         "project_dir": str(run.root),
         "playbook": str(run.root / run.playbook),
-        "inventory": str(run.root / (run.inventory or f"inventories/{run.env}")),
+        "inventory": inventory_path,
         "ident": ident,
         "forks": run.forks,
-        "envvars": _envvars(run, skips_file),
+        "envvars": envvars,
         "quiet": True,
         "suppress_env_files": True,
         "rotate_artifacts": KEEP_ARTIFACTS,
@@ -404,7 +431,7 @@ def _first_error(artifacts: Path) -> str:
 
 def artifacts_root(env: str, root: Path | None = None) -> Path:
     """Where the runs of an environment keep their artifacts."""
-    return (root or project_root()) / ".state" / env / "artifacts"
+    return project_state(env, None if root is None else root / STATE_NAME) / "artifacts"
 
 
 def recent_runs(env: str, root: Path | None = None) -> list[Path]:
@@ -415,4 +442,4 @@ def recent_runs(env: str, root: Path | None = None) -> list[Path]:
     return sorted((p for p in base.iterdir() if p.is_dir()), key=lambda p: p.name, reverse=True)
 
 
-__all__ = ["PlaybookRun", "RunError", "artifacts_root", "project_root", "recent_runs", "run_playbook"]
+__all__ = ["PlaybookRun", "RunError", "artifacts_root", "recent_runs", "run_playbook"]

@@ -14,10 +14,8 @@ See ``docs/lab.md``.
 
 from __future__ import annotations
 
-import subprocess
-
 from dualdc.lab.config import LabConfig, known_hosts_path, private_key_path, state_dir
-from dualdc.lab.core import Lab, LabStatus, Progress, UpReport, load_lab
+from dualdc.lab.core import Lab, LabStatus, Progress, UpReport, exec_in_host, load_lab
 from dualdc.lab.errors import LabError
 from dualdc.lab.lock import LabLock
 
@@ -35,20 +33,3 @@ __all__ = [
     "private_key_path",
     "state_dir",
 ]
-
-
-def exec_in_host(name: str, argv: list[str], *, env: str = "lab", input: str | None = None,
-                 timeout: float = 120, check: bool = True,
-                 environ: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run ``argv`` inside lab host ``name`` of environment ``env`` and return the result.
-
-    The command runs in all the host's namespaces (network, mount, UTS, PID, IPC),
-    chrooted into its root, as root, with a clean environment (``PATH``, ``HOME``,
-    ``LANG`` plus ``environ``). Raises :class:`LabError` if the host is not running or,
-    with ``check``, if the command fails (the message carries its stderr). No lock is
-    taken: reading or running things in a host does not change the lab's layout.
-    """
-    lab = load_lab(env)
-    result: subprocess.CompletedProcess[str] = lab.exec_in_host(
-        name, argv, input=input, timeout=timeout, check=check, env=environ)
-    return result

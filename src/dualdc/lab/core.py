@@ -11,13 +11,17 @@ and ``fault`` (the Invoke tasks and the pytest fixture do).
 from __future__ import annotations
 
 import hashlib
+import json
 import socket
+import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dualdc.base.files import write_atomic
+from dualdc.base.paths import lab_connection
 from dualdc.lab import firewall, hosts, image, network, pki, ssh, system
 from dualdc.lab.config import LabConfig
 from dualdc.lab.errors import LabError
@@ -246,12 +250,17 @@ class Lab:
         ssh.write_if_changed(self.cfg.ssh / "config", ssh.ssh_config_text(
             self.cfg.private_key, self.cfg.known_hosts,
             {h.name: str(h.mgmt_address) for h in plan.hosts.values()}, self.topology.environment.ssh_user))
+        self.publish_connection()
         for kind in ("hosts", "links", "sites"):
             for name in list(self.state.faults.get(kind, [])):
                 self.state.set_fault(kind, name, False)
         self.state.save()
         report.seconds = time.monotonic() - started
         return report
+
+    def publish_connection(self) -> None:
+        """Publish what the inventory needs to reach the hosts (:func:`publish_connection`)."""
+        publish_connection(self.plan, self.cfg)
 
     def apply_firewall(self, site: str) -> int:
         """Load the site router's ruleset unless exactly it is loaded already. 1 if loaded."""
@@ -347,6 +356,7 @@ class Lab:
         self.state.data["firewall"] = {}
         self.state.data["faults"] = {"hosts": [], "links": [], "sites": []}
         self.state.save()
+        lab_connection(self.plan.env).unlink(missing_ok=True)  # nothing to connect to any more
         hosts.reap()
         report.leftovers = self.leftovers(names, devices)
         if purge:
@@ -518,3 +528,34 @@ def load_lab(env: str = "lab", topology_path: str | None = None, progress: Progr
         raise LabError(f"the topology is invalid:\n{exc}") from None
     return Lab(topology, progress=progress)
 
+
+
+def publish_connection(plan: LabPlan, cfg: LabConfig) -> Path:
+    """Write what the inventory needs to reach the lab's hosts (:func:`dualdc.base.paths.lab_connection`).
+
+    The controller's networks (its links to the site routers), the SSH key and the known-hosts
+    file: the inventory reads them from there and never imports the lab.
+    """
+    data = {
+        "environment": plan.env,
+        "controller_networks": [f"{r.controller_peer}/32" for r in plan.routers.values()],
+        "private_key": str(cfg.private_key),
+        "known_hosts": str(cfg.known_hosts),
+    }
+    return write_atomic(lab_connection(plan.env), json.dumps(data, indent=2) + "\n")
+
+def exec_in_host(name: str, argv: list[str], *, env: str = "lab", input: str | None = None,
+                 timeout: float = 120, check: bool = True,
+                 environ: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``argv`` inside lab host ``name`` of environment ``env`` and return the result.
+
+    The command runs in all the host's namespaces (network, mount, UTS, PID, IPC),
+    chrooted into its root, as root, with a clean environment (``PATH``, ``HOME``,
+    ``LANG`` plus ``environ``). Raises :class:`LabError` if the host is not running or,
+    with ``check``, if the command fails (the message carries its stderr). No lock is
+    taken: reading or running things in a host does not change the lab's layout.
+    """
+    lab = load_lab(env)
+    result: subprocess.CompletedProcess[str] = lab.exec_in_host(
+        name, argv, input=input, timeout=timeout, check=check, env=environ)
+    return result

@@ -14,36 +14,21 @@ Anyone else waits (with a message naming the holder), up to ``timeout`` seconds.
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import os
 import time
 from pathlib import Path
 from types import TracebackType
 
+from dualdc.base.lock import FileLock, LockFileError
+from dualdc.base.proc import ancestors
 from dualdc.lab.errors import LabError
 from dualdc.lab.system import Proc
 
-_held: dict[str, tuple[int, int]] = {}  # path → (fd, depth) held by this process
-
-
-def _ancestors(pid: int) -> list[int]:
-    chain = []
-    while pid > 1:
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            break
-        pid = int(stat[stat.rfind(")") + 2:].split()[1])
-        chain.append(pid)
-    return chain
+_held: dict[str, tuple[FileLock, int]] = {}  # path → (lock, depth) held by this process
 
 
 def _holder(path: Path) -> Proc | None:
-    try:
-        text = path.read_text().split()
-    except OSError:
-        return None
+    text = FileLock(path).record().split()
     if len(text) >= 2 and text[0].isdigit() and text[1].isdigit():
         return Proc(int(text[0]), int(text[1]))
     return None
@@ -73,32 +58,25 @@ class LabLock:
     def acquire(self) -> None:
         key = str(self.path)
         if key in _held:
-            fd, depth = _held[key]
-            _held[key] = (fd, depth + 1)
+            lock, depth = _held[key]
+            _held[key] = (lock, depth + 1)
             self._mode = "nested"
             return
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        except OSError as exc:
-            raise LabError(f"cannot open the lab lock {self.path}: {exc.strerror}") from None
+        lock = FileLock(self.path)
         deadline = time.monotonic() + self.timeout
         told = False
         while True:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError as exc:
-                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                    os.close(fd)
-                    raise LabError(f"cannot lock {self.path}: {exc.strerror}") from None
+                if lock.try_acquire():
+                    break
+            except LockFileError as exc:
+                what = "open the lab lock" if exc.action == "open the lock file" else exc.action
+                raise LabError(f"cannot {what} {self.path}: {exc.reason}") from None
             holder = _holder(self.path)
-            if holder is not None and holder.alive() and holder.pid in _ancestors(os.getpid()):
-                os.close(fd)
+            if holder is not None and holder.alive() and holder.pid in ancestors(os.getpid()):
                 self._mode = "inherited"
                 return
             if time.monotonic() > deadline:
-                os.close(fd)
                 raise LabError(f"the lab is busy: {describe_holder(self.path)} holds {self.path} "
                                f"(waited {self.timeout:.0f}s)")
             if not told and callable(self.on_wait):
@@ -106,24 +84,23 @@ class LabLock:
                 told = True
             time.sleep(0.2)
         me = Proc.of(os.getpid())
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()} {me.start if me else 0}\n".encode(), 0)
-        _held[key] = (fd, 1)
+        try:
+            lock.write_record(f"{os.getpid()} {me.start if me else 0}\n")
+        except LockFileError as exc:
+            lock.release()
+            raise LabError(str(exc)) from None
+        _held[key] = (lock, 1)
         self._mode = "owner"
 
     def release(self) -> None:
         key = str(self.path)
         if self._mode in ("nested", "owner") and key in _held:
-            fd, depth = _held[key]
+            lock, depth = _held[key]
             if depth > 1:
-                _held[key] = (fd, depth - 1)
+                _held[key] = (lock, depth - 1)
             else:
                 del _held[key]
-                try:
-                    os.ftruncate(fd, 0)
-                finally:
-                    fcntl.flock(fd, fcntl.LOCK_UN)
-                    os.close(fd)
+                lock.release()
         self._mode = ""
 
     def __enter__(self) -> LabLock:

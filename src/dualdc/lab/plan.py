@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 from dualdc.flows import primary_interface
 from dualdc.lab.errors import LabError
-from dualdc.model import Topology, Zone
+from dualdc.model import Topology, Zone, zone_traits
 
 IFNAMSIZ = 15
 FABRIC_NS = "ddc-fabric"
@@ -233,7 +233,7 @@ def build(topology: Topology, infra: ipaddress.IPv4Network,
 
     bridges = {s.name: short_name("br", topology.environment.name, s.name) for s in topology.segments}
     hosts: dict[str, HostPlan] = {}
-    mgmt_nets = [s.cidr for s in topology.segments if s.zone is Zone.MGMT]
+    mgmt_nets = [s.cidr for s in topology.segments if zone_traits(s.zone).admin]
     for host in topology.hosts:
         nics = []
         for i, iface in enumerate(host.interfaces):
@@ -245,16 +245,16 @@ def build(topology: Topology, infra: ipaddress.IPv4Network,
                             bridges[seg.name], short_name("h", host.name, iface.name), HOST_TABLE_BASE + i))
         primary_seg = primary_interface(topology, host)
         primary = next(n.name for n in nics if n.segment == primary_seg)
-        mgmt = next((n for n in nics if n.zone is Zone.MGMT), None)
+        mgmt = next((n for n in nics if zone_traits(n.zone).admin), None)
         connected = {n.network for n in nics}
         routes: tuple[ipaddress.IPv4Network, ...] = ()
         if mgmt is not None and mgmt.name != primary:
             routes = (*(n for n in mgmt_nets if n not in connected), infra)
         replication = tuple(
             (nic.name, other.cidr)
-            for nic in nics if nic.zone is Zone.REPLICATION
+            for nic in nics if zone_traits(nic.zone).replication
             for other in topology.segments
-            if other.zone is Zone.REPLICATION and other.site != host.site
+            if zone_traits(other.zone).replication and other.site != host.site
             and other.tenant == topology.segment(nic.segment).tenant)
         hosts[host.name] = HostPlan(host.name, host.site, host_ns(host.name), tuple(nics), primary,
                                     mgmt.name if mgmt else None, topology.management_address(host), routes,
@@ -283,7 +283,7 @@ def build(topology: Topology, infra: ipaddress.IPv4Network,
             controller_address=ctl_hosts[1], controller_peer=ctl_hosts[0],
             uplink_net=up, uplink_address=up_hosts[0], edge_address=up_hosts[1],
             peer_networks=peer_nets,
-            mgmt_networks=tuple(s.cidr for s in topology.segments_at(site) if s.zone is Zone.MGMT),
+            mgmt_networks=tuple(s.cidr for s in topology.segments_at(site) if zone_traits(s.zone).admin),
             site_networks=tuple(s.cidr for s in topology.segments_at(site)),
         )
         internet_hosts = list(internet.hosts())

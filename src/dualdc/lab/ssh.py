@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from dualdc.base.files import write_atomic
 from dualdc.lab import system
 
 
@@ -44,10 +45,7 @@ def known_hosts_text(entries: dict[str, tuple[list[str], str]]) -> str:
 def write_if_changed(path: Path, text: str, mode: int = 0o644) -> bool:
     if path.is_file() and path.read_text() == text:
         return False
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.chmod(tmp, mode)
-    tmp.replace(path)
+    write_atomic(path, text, mode=mode)
     return True
 
 

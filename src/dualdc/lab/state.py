@@ -8,11 +8,11 @@ failed half-way therefore always has a record ``lab.down`` can act on.
 from __future__ import annotations
 
 import json
-import os
 import threading
 from pathlib import Path
 from typing import Any
 
+from dualdc.base.files import write_atomic
 from dualdc.lab.errors import LabError
 
 VERSION = 1
@@ -46,10 +46,7 @@ class LabState:
 
     def save(self) -> None:
         with self._lock:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(self.data, indent=2, sort_keys=True) + "\n")
-            tmp.replace(self.path)
+            write_atomic(self.path, json.dumps(self.data, indent=2, sort_keys=True) + "\n")
 
     def remember(self, key: str, names: list[str]) -> None:
         """Add names to a recorded list (before creating them) and save."""

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dualdc.base.proc import start_time, stat_fields
 from dualdc.lab.errors import LabError
 
 NETNS_DIR = Path("/run/netns")
@@ -135,21 +136,6 @@ def read_sysctl(ns: str, key: str) -> str | None:
 # --------------------------------------------------------------------------- processes
 
 
-def _stat_fields(pid: int) -> list[str] | None:
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # comm may contain spaces and parentheses: split after the last ')'.
-    rest = raw[raw.rfind(")") + 2:].split()
-    return rest  # rest[0] = state, rest[1] = ppid, rest[19] = starttime
-
-
-def start_time(pid: int) -> int | None:
-    fields = _stat_fields(pid)
-    return int(fields[19]) if fields else None
-
-
 @dataclass(frozen=True)
 class Proc:
     """A process the lab started: pid plus kernel start time (survives pid reuse)."""
@@ -163,12 +149,12 @@ class Proc:
         return cls(pid, start) if start is not None else None
 
     def alive(self) -> bool:
-        fields = _stat_fields(self.pid)
+        fields = stat_fields(self.pid)
         return bool(fields) and fields[0] != "Z" and int(fields[19]) == self.start  # type: ignore[index]
 
     def exists(self) -> bool:
         """Alive or a zombie not reaped yet."""
-        fields = _stat_fields(self.pid)
+        fields = stat_fields(self.pid)
         return bool(fields) and int(fields[19]) == self.start  # type: ignore[index]
 
     def to_json(self) -> dict[str, int]:
@@ -220,7 +206,7 @@ def processes_in(kind: str, inodes: set[int]) -> list[int]:
     found = []
     for pid in pids():
         if ns_inode_of(pid, kind) in inodes:
-            fields = _stat_fields(pid)
+            fields = stat_fields(pid)
             if fields and fields[0] != "Z":
                 found.append(pid)
     return found

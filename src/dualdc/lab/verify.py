@@ -47,7 +47,7 @@ from dualdc.flows import Connection, connections, inbound_to_host, service_segme
 from dualdc.lab import hosts, probe, system
 from dualdc.lab.errors import LabError
 from dualdc.lab.plan import HostPlan, LabPlan
-from dualdc.model import WORKER_ROLES, DataClass, HostRole, Protocol, Segment, Topology, Zone
+from dualdc.model import WORKER_ROLES, DataClass, HostRole, Protocol, Segment, Topology, zone_traits
 
 CONNECT_TIMEOUT = 2.0
 #: Seconds the second try of a declared flow that timed out waits.
@@ -270,28 +270,33 @@ class Planner:
         self.forbid(category, f"{src_seg} -> {dst_seg}", src, dst, ports)
 
     def forbidden(self) -> None:
+        # what is forbidden follows the zones' traits (dualdc.model.ZONE_TRAITS): exposed →
+        # protected, one bank's protected segments → another's, and SSH into an admin zone
         segs = self.topology.segments
-        by_zone = {z: [s for s in segs if s.zone is z] for z in Zone}
-        for dmz in by_zone[Zone.DMZ]:
-            for internal in by_zone[Zone.INTERNAL]:
+        exposed = [s for s in segs if zone_traits(s.zone).exposed]
+        protected = [s for s in segs if zone_traits(s.zone).protected]
+        admin = [s for s in segs if zone_traits(s.zone).admin]
+        for dmz in exposed:
+            for internal in protected:
                 self.pair("dmz-to-internal", dmz.name, internal.name)
         banks = [t.name for t in self.topology.tenants if t.kind.value == "bank"]
-        for a in by_zone[Zone.INTERNAL]:
-            for b in by_zone[Zone.INTERNAL]:
+        for a in protected:
+            for b in protected:
                 if a.tenant in banks and b.tenant in banks and a.tenant != b.tenant:
                     self.pair("bank-to-bank", a.name, b.name)
         self.bank_databases(banks)
-        self.ai_zone(by_zone[Zone.AI], by_zone[Zone.INTERNAL], banks)
-        for mgmt in by_zone[Zone.MGMT]:
+        analytics = [s for s in segs if zone_traits(s.zone).analytics]
+        self.ai_zone(analytics, protected, banks)
+        for mgmt in admin:
             for other in segs:
-                if other.zone is not Zone.MGMT:
+                if not zone_traits(other.zone).admin:
                     self.pair("to-mgmt", other.name, mgmt.name, ports=(22,))
-            for other in by_zone[Zone.MGMT]:  # the other site's bastion (or any host there)
+            for other in admin:  # the other site's bastion (or any host there)
                 if other.name != mgmt.name:
                     self.pair("to-mgmt", other.name, mgmt.name, ports=(22,))
         for site, router in self.plan.routers.items():
             for seg in self.topology.segments_at(site):
-                if seg.zone is Zone.MGMT:
+                if zone_traits(seg.zone).admin:
                     continue
                 dst = self.pick(seg.name)
                 if dst is not None:
@@ -350,7 +355,8 @@ class Planner:
         ai_hosts = [(h, n) for s in ai for h in self.seg_hosts.get(s.name, []) for n in h.nics
                     if n.segment == s.name]
         for svc in self.topology.services:
-            if svc.data_held is not DataClass.PERSONAL or svc.pseudonymiser or svc.zone is Zone.AI:
+            if (svc.data_held is not DataClass.PERSONAL or svc.pseudonymiser
+                    or zone_traits(svc.zone).analytics):
                 continue
             for site in self.topology.service_sites(svc):
                 segment = service_segment(self.topology, svc.name, site)
@@ -388,7 +394,7 @@ class Planner:
     def controller(self) -> None:
         for site, router in self.plan.routers.items():
             for seg in self.topology.segments_at(site):
-                if seg.zone is Zone.MGMT:
+                if zone_traits(seg.zone).admin:
                     dst = self.pick(seg.name)
                     if dst is not None:
                         src = Address(("controller", site), router.controller_peer, None)

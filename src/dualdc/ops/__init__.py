@@ -8,19 +8,3 @@
 """
 
 from __future__ import annotations
-
-import os
-from pathlib import Path
-
-#: Per-environment state that is never committed (gitignored).
-STATE_ROOT = Path(".state")
-#: Where the lock and the audit log live instead of ``.state`` (e.g. a volume the operations hosts share).
-STATE_ENV = "DUALDC_OPS_STATE_DIR"
-
-
-def state_dir(env: str, root: Path | None = None) -> Path:
-    """``.state/<env>/`` (or ``$DUALDC_OPS_STATE_DIR/<env>/``); the loader validated the name."""
-    if root is None:
-        override = os.environ.get(STATE_ENV)
-        root = Path(override) if override else STATE_ROOT
-    return root / env

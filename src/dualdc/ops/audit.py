@@ -3,7 +3,7 @@
 A record says who ran what, from which commit, on which sites, what the plan was, how it
 ended and how long it took. It is built from fields dualdc chooses (never raw command lines,
 environment variables or tool output), and every line passes through
-:func:`dualdc.ops.redact.scrub` before it is written, so no secret reaches the file.
+:func:`dualdc.base.redact.scrub` before it is written, so no secret reaches the file.
 
 Lines are appended with one ``write`` on an ``O_APPEND`` descriptor and synced, so concurrent
 writers (a refused run records itself too) never interleave and a crash loses at most the
@@ -21,8 +21,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from dualdc.ops import redact, state_dir
-from dualdc.reports.drift import GitInfo
+from dualdc.base import redact
+from dualdc.base.paths import ops_state
+from dualdc.reports.header import GitInfo
 
 AUDIT_NAME = "audit.jsonl"
 GIT_TIMEOUT = 10
@@ -97,7 +98,7 @@ def git_state(cwd: Path | None = None) -> GitInfo:
 
 
 def audit_path(env: str, root: Path | None = None) -> Path:
-    return state_dir(env, root) / AUDIT_NAME
+    return ops_state(env, root) / AUDIT_NAME
 
 
 def append(record: AuditRecord, root: Path | None = None) -> Path:

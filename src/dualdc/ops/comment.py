@@ -8,7 +8,7 @@ token:
 - GitHub Actions (``GITHUB_ACTIONS=true``): ``GITHUB_API_URL``, ``GITHUB_REPOSITORY``, ``GITHUB_TOKEN``;
 - GitLab CI (``GITLAB_CI=true``): ``CI_API_V4_URL``, ``CI_PROJECT_ID``, ``DUALDC_GITLAB_TOKEN``.
 
-The body passes through :func:`dualdc.ops.redact.scrub` and is cut to the platform's limit;
+The body passes through :func:`dualdc.base.redact.scrub` and is cut to the platform's limit;
 tokens never appear in messages.
 """
 
@@ -22,7 +22,7 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
-from dualdc.ops import redact
+from dualdc.base import redact
 from dualdc.reports.drift import cut
 
 TIMEOUT = 30

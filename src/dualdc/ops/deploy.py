@@ -23,100 +23,25 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from enum import StrEnum
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
-
-from dualdc import render
-from dualdc.ansible import PlaybookRun, RunError, run_playbook
+from dualdc.base.exitcodes import ExitCode, decide
+from dualdc.base.redact import scrub
 from dualdc.model import Layer, Topology
-from dualdc.ops import audit, stacklayer
+from dualdc.ops import audit
 from dualdc.ops.ack import Ledger
-from dualdc.ops.drift import DriftRun, EventSink, run_drift, sites_of, task_label
-from dualdc.ops.redact import scrub
-from dualdc.ops.run import Run, deferred_interrupts
-from dualdc.pulumi import PulumiFailed, PulumiUnavailable
+from dualdc.ops.drift import DriftRun, EventSink, run_drift, sites_of
+from dualdc.ops.layer import LayerUnavailable, OpsLayer, environment_layers
+from dualdc.ops.run import Run
+from dualdc.reports.deploy import DeployReport, DeployResult, Step, StepStatus
 from dualdc.reports.drift import (
     DriftReport,
-    GitInfo,
     ItemStatus,
-    LayerReport,
-    LayerStatus,
-    render_markdown,
-    render_text,
 )
 
 
 class DeployError(Exception):
     """The deploy cannot start (exit 1, nothing applied)."""
-
-
-class StepStatus(StrEnum):
-    APPLIED = "applied"
-    RENDERED = "rendered"
-    """Stacks of an environment without a Kubernetes API: rendered and validated, not applied."""
-    VERIFIED = "verified"
-    FAILED = "failed"
-    NOT_RUN = "not-run"
-
-
-class DeployResult(StrEnum):
-    SUCCESS = "success"
-    """Every site applied and verified."""
-    FAILED = "failed"
-    """A step failed; the report says which, and what was applied before."""
-    BLOCKED = "blocked"
-    """Policy errors: nothing applied."""
-    UNVERIFIED = "unverified"
-    """The plan could not cover everything (a host unreachable): nothing applied."""
-    DECLINED = "declined"
-    """Not confirmed: nothing applied."""
-    PLANNED = "planned"
-    """--plan-only: the plan, nothing applied."""
-
-
-class Step(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    site: str | None = Field(description="Site the step acts on; null for environment-wide steps.")
-    layer: Layer = Field(description="Layer the step acts on.")
-    action: str = Field(description="converge, stacks up, render, verify, replication up, lab probe.")
-    status: StepStatus = Field(description="applied, rendered, verified, failed or not-run.")
-    detail: str = Field(default="", description="What happened, or why it failed.")
-    seconds: float = Field(default=0.0, description="How long it took.")
-    _t0: float = PrivateAttr(default=0.0)
-
-
-class DeployReport(BaseModel):
-    """What a deploy planned, applied and verified (JSON shape documented in docs/operations.md)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    kind: Literal["dualdc-deploy-report"] = Field(default="dualdc-deploy-report", description="Report kind.")
-    schema_version: Literal[1] = Field(default=1, description="Version of this JSON shape.")
-    environment: str = Field(description="Environment name.")
-    sites: list[str] = Field(description="Sites in the order the deploy touches them.")
-    generated_at: dt.datetime = Field(description="When the deploy started (UTC).")
-    duration_seconds: float = Field(default=0.0, description="How long it took.")
-    git: GitInfo = Field(description="The commit deployed.")
-    plan_only: bool = Field(default=False, description="True for --plan-only.")
-    result: DeployResult = Field(default=DeployResult.FAILED, description="How the deploy ended.")
-    exit_code: int = Field(default=1, description="0 success, 1 not started, 2 blocked/failed, 3 unverified.")
-    message: str = Field(default="", description="One line saying how it ended.")
-    plan: DriftReport | None = Field(
-        default=None, description="The plan (a drift report of pending changes)."
-    )
-    steps: list[Step] = Field(
-        default_factory=list, description="Every step, in order, including those not run."
-    )
-    verification: list[DriftReport] = Field(default_factory=list, description="Drift after each site.")
-    applied: list[str] = Field(default_factory=list, description="'site:layer' applied (or rendered).")
-    not_applied: list[str] = Field(default_factory=list, description="'site:layer' planned but not applied.")
-
-    def finish(self, result: DeployResult, exit_code: int, message: str) -> DeployReport:
-        self.result, self.exit_code, self.message = result, exit_code, message
-        return self
 
 
 @dataclass
@@ -131,7 +56,6 @@ class DeploySpec:
     on_event: EventSink | None = None
     confirm: Callable[[DeployReport], bool] | None = None
     """Asks the operator; None (no terminal) refuses unless ``yes``."""
-    lab_probe: Callable[[Topology, list[str]], LayerReport] | None = None
     run: Run | None = None
     """The guarded run whose audit record mirrors what is applied."""
     run_options: dict[str, Any] = field(default_factory=dict)
@@ -161,19 +85,6 @@ def _mirror(spec: DeploySpec, report: DeployReport) -> None:
         spec.run.not_applied = list(report.not_applied)
 
 
-def _layers_of_site(topology: Topology) -> list[Layer]:
-    return [layer for layer in (Layer.HOSTS, Layer.STACKS) if layer in topology.environment.layers]
-
-
-def _targets(topology: Topology, site: str) -> list[render.StackTarget]:
-    return [t for t in render.stack_targets(topology) if t.stack == site]
-
-
-def _replication(topology: Topology) -> list[render.StackTarget]:
-    sites = {s.name for s in topology.sites}
-    return [t for t in render.stack_targets(topology) if t.stack not in sites]
-
-
 def new_report(topology: Topology, site: str | None, plan_only: bool) -> DeployReport:
     return DeployReport(
         environment=topology.environment.name,
@@ -197,18 +108,16 @@ def deploy(spec: DeploySpec, report: DeployReport) -> DeployReport:
             "no terminal to ask for confirmation on: pass --yes to deploy without asking "
             "(nothing was run or applied)"
         )
-    layers = _layers_of_site(topology)
-    apply_stacks = Layer.STACKS in layers and stacklayer.has_kubernetes_api(topology)
-    if apply_stacks:
+    layers = [layer for layer in environment_layers(topology) if layer.per_site]
+    kinds = [layer.kind for layer in layers]
+    for layer in layers:
         try:
-            stacklayer.require_pulumi()
-        except PulumiUnavailable as exc:
-            raise DeployError(
-                f"the stacks of {topology.environment.name!r} must be applied with Pulumi, and {exc}"
-            ) from None
-    report.not_applied = [f"{site}:{layer.value}" for site in report.sites for layer in layers]
-    if Layer.STACKS in layers and spec.site is None and _replication(topology):
-        report.not_applied.append("replication:stacks")
+            layer.prepare(topology)
+        except LayerUnavailable as exc:
+            raise DeployError(str(exc)) from None
+    report.not_applied = [f"{site}:{kind.value}" for site in report.sites for kind in kinds]
+    for layer in layers:
+        report.not_applied += layer.planned_after(topology, spec.site)
     _mirror(spec, report)
 
     spec.progress("plan: validating the model, then the hosts in check mode and the stacks' preview")
@@ -218,7 +127,7 @@ def deploy(spec: DeploySpec, report: DeployReport) -> DeployReport:
             ledger=Ledger([], [], ""),
             site=spec.site,
             backend=spec.backend,
-            layers={Layer.MODEL, *layers},
+            layers={Layer.MODEL, *kinds},
             progress=spec.progress,
             on_event=spec.on_event,
             run_options=spec.run_options,
@@ -231,7 +140,7 @@ def deploy(spec: DeploySpec, report: DeployReport) -> DeployReport:
     errors = len(model.items) if model else 0
     unverified = plan.summary.unverified_targets if plan.summary else []
     if spec.plan_only:
-        code = 2 if errors else 3 if unverified else 0
+        code = decide(findings=bool(errors), unverified=bool(unverified))
         what = f"{len(plan.items()) - errors} pending change(s)"
         note = f"; {errors} policy error(s) would block it" if errors else ""
         note += f"; not planned: {', '.join(unverified)}" if unverified else ""
@@ -241,116 +150,55 @@ def deploy(spec: DeploySpec, report: DeployReport) -> DeployReport:
     if errors:
         return _done(report, t0).finish(
             DeployResult.BLOCKED,
-            2,
+            ExitCode.FINDINGS,
             f"{errors} policy error(s) block the deploy (invoke validate shows them); nothing applied",
         )
     if unverified:
         return _done(report, t0).finish(
-            DeployResult.UNVERIFIED, 3, f"cannot plan {', '.join(unverified)}; nothing applied"
+            DeployResult.UNVERIFIED, ExitCode.UNVERIFIED,
+            f"cannot plan {', '.join(unverified)}; nothing applied",
         )
     if not spec.yes:
         assert spec.confirm is not None  # checked before planning
         if not spec.confirm(report):
-            return _done(report, t0).finish(DeployResult.DECLINED, 1, "not confirmed; nothing applied")
+            return _done(report, t0).finish(
+                DeployResult.DECLINED, ExitCode.INPUT, "not confirmed; nothing applied"
+            )
 
+    applying = _Deployment(spec, report)
     failed = False
     for site in report.sites:
         if failed:
-            for layer in layers:
+            for kind in kinds:
                 report.steps.append(
                     Step(
                         site=site,
-                        layer=layer,
+                        layer=kind,
                         action="not touched",
                         status=StepStatus.NOT_RUN,
                         detail="an earlier site failed",
                     )
                 )
             continue
-        failed = not _apply_site(spec, report, site, layers, apply_stacks)
-    if not failed and spec.site is None and Layer.HOSTS in layers and database_hosts(topology):
-        failed = not _converge_databases(spec, report)
-    if not failed and spec.site is None and Layer.STACKS in layers:
-        for target in _replication(topology):
-            if not _stack_step(spec, report, None, target, apply=apply_stacks, what="replication:stacks"):
-                failed = True
-                break
-    if (
-        not failed
-        and spec.site is None
-        and spec.lab_probe is not None
-        and Layer.LAB in topology.environment.layers
-    ):
-        step = _start(report, None, Layer.LAB, "lab probe")
-        probe = spec.lab_probe(topology, report.sites)
-        ok = probe.status in (LayerStatus.CLEAN, LayerStatus.NOT_COMPARED)
-        bad = [i.summary for i in probe.items][:5]
-        _end(
-            step,
-            StepStatus.VERIFIED if ok else StepStatus.FAILED,
-            probe.note if ok else "; ".join(bad) or probe.note,
-        )
-        failed = not ok
+        failed = not _apply_site(applying, site, layers)
+    # once every site is applied and verified: the database hosts' second converge, the
+    # replication stack, the lab's reachability probe (each layer knows its own)
+    for layer in environment_layers(topology):
+        if failed:
+            break
+        failed = not layer.apply_after(applying)
     _mirror(spec, report)
     if failed:
         step = next(s for s in reversed(report.steps) if s.status is StepStatus.FAILED)
         where = f"{step.site}: " if step.site else ""
         return _done(report, t0).finish(
             DeployResult.FAILED,
-            2,
+            ExitCode.FINDINGS,
             f"{where}{step.action} failed; stopped there (applied: {', '.join(report.applied) or 'nothing'})",
         )
     return _done(report, t0).finish(
-        DeployResult.SUCCESS, 0, f"applied and verified: {', '.join(report.applied)}"
+        DeployResult.SUCCESS, ExitCode.CLEAN, f"applied and verified: {', '.join(report.applied)}"
     )
-
-
-def database_hosts(topology: Topology) -> list[str]:
-    """The db and backup hosts of the host databases, which the deploy converges once more."""
-    names: set[str] = set()
-    for svc in topology.host_databases():
-        assert svc.database is not None
-        names.update(h for _, h, _ in svc.database.placements())
-        repo = topology.repository_host(svc)
-        if repo is not None:
-            names.add(repo.name)
-    return sorted(names)
-
-
-def _converge_databases(spec: DeploySpec, report: DeployReport) -> bool:
-    """Converge the database hosts again once every site's primaries are up, then check them.
-
-    Each site's converge brings up the primaries it holds; a standby or a repository whose
-    primary is at a later site waits (its role says so and changes nothing). This pass
-    clones those standbys and creates those stanzas, and a check-mode run must then find
-    nothing left to change on these hosts.
-    """
-    names = database_hosts(spec.topology)
-    spec.progress(f"databases: standbys and backup repositories on {len(names)} host(s)")
-    for check in (False, True):
-        step = _start(report, None, Layer.HOSTS, "verify databases" if check else "converge databases")
-        run = PlaybookRun(env=spec.topology.environment.name, limit=",".join(names), check=check, diff=True,
-                          **spec.run_options)
-        try:
-            with deferred_interrupts() as cancelled:
-                run.cancel = cancelled
-                result = run_playbook(run, on_event=spec.on_event)
-        except RunError as exc:
-            _end(step, StepStatus.FAILED, f"cannot run the playbook: {exc}")
-            return False
-        problems = [f"{t.host}: {task_label(t)}: {t.msg}"[:300] for t in result.failed_tasks[:5]]
-        problems += [f"{h}: unreachable" for h in result.unreachable_hosts]
-        if not result.completed and result.error:
-            problems.append(result.error[:500])
-        if check and result.changed_tasks:
-            problems += [f"{t.host}: {task_label(t)} would change" for t in result.changed_tasks[:5]]
-        if problems:
-            _end(step, StepStatus.FAILED, "; ".join(problems))
-            return False
-        status = StepStatus.VERIFIED if check else StepStatus.APPLIED
-        _end(step, status,
-             f"{len(result.hosts)} host(s), {len(result.changed_tasks)} change(s); run {result.ident}")
-    return True
 
 
 def _done(report: DeployReport, t0: float) -> DeployReport:
@@ -380,54 +228,62 @@ def _applied(spec: DeploySpec, report: DeployReport, what: str) -> None:
     _mirror(spec, report)
 
 
-def _apply_site(
-    spec: DeploySpec, report: DeployReport, site: str, layers: list[Layer], apply_stacks: bool
-) -> bool:
-    topology = spec.topology
-    if Layer.HOSTS in layers:
-        spec.progress(f"{site}: converging its hosts")
-        step = _start(report, site, Layer.HOSTS, "converge")
-        run = PlaybookRun(
-            env=topology.environment.name, site=site, check=False, diff=True, **spec.run_options
-        )
-        try:
-            with deferred_interrupts() as cancelled:
-                run.cancel = cancelled
-                result = run_playbook(run, on_event=spec.on_event)
-        except RunError as exc:
-            _end(step, StepStatus.FAILED, f"cannot run the playbook: {exc}")
+@dataclass
+class _Deployment:
+    """What a layer's apply sees of a running deploy (:class:`dualdc.ops.layer.Deploying`)."""
+
+    spec: DeploySpec
+    report: DeployReport
+
+    @property
+    def topology(self) -> Topology:
+        return self.spec.topology
+
+    @property
+    def site(self) -> str | None:
+        return self.spec.site
+
+    @property
+    def backend(self) -> str | None:
+        return self.spec.backend
+
+    @property
+    def progress(self) -> Callable[[str], None]:
+        return self.spec.progress
+
+    @property
+    def on_event(self) -> EventSink | None:
+        return self.spec.on_event
+
+    @property
+    def run_options(self) -> dict[str, Any]:
+        return self.spec.run_options
+
+    def start(self, site: str | None, layer: Layer, action: str) -> Step:
+        return _start(self.report, site, layer, action)
+
+    def end(self, step: Step, status: str, detail: str) -> None:
+        _end(step, StepStatus(status), detail)
+
+    def applied(self, what: str) -> None:
+        _applied(self.spec, self.report, what)
+
+
+def _apply_site(applying: _Deployment, site: str, layers: list[OpsLayer]) -> bool:
+    """Apply each layer to the site, then check the site's drift, which must be clean."""
+    spec, report = applying.spec, applying.report
+    for layer in layers:
+        if not layer.apply_site(applying, site):
             return False
-        changed = len(result.changed_tasks)
-        if result.unreachable_hosts or result.failed_tasks or not result.completed:
-            problems = [f"{t.host}: {task_label(t)}: {t.msg}"[:300] for t in result.failed_tasks[:5]]
-            problems += [f"{h}: unreachable" for h in result.unreachable_hosts]
-            if result.error:
-                problems.append(result.error[:500])
-            touched = sorted({t.host for t in result.changed_tasks})
-            _end(
-                step,
-                StepStatus.FAILED,
-                "; ".join(problems)
-                + (f" (changes were made on {', '.join(touched)})" if touched else " (nothing was changed)"),
-            )
-            return False
-        _end(
-            step, StepStatus.APPLIED, f"{len(result.hosts)} host(s), {changed} change(s); run {result.ident}"
-        )
-        _applied(spec, report, f"{site}:hosts")
-    if Layer.STACKS in layers:
-        for target in _targets(topology, site):
-            if not _stack_step(spec, report, site, target, apply=apply_stacks, what=f"{site}:stacks"):
-                return False
     spec.progress(f"{site}: checking its drift (must be clean)")
-    step = _start(report, site, Layer.HOSTS if Layer.HOSTS in layers else Layer.STACKS, "verify")
+    step = _start(report, site, layers[0].kind if layers else Layer.STACKS, "verify")
     check = run_drift(
         DriftRun(
-            topology=topology,
+            topology=spec.topology,
             ledger=spec.ledger,
             site=site,
             backend=spec.backend,
-            layers=set(layers),
+            layers={layer.kind for layer in layers},
             progress=spec.progress,
             on_event=spec.on_event,
             run_options=spec.run_options,
@@ -447,146 +303,3 @@ def _apply_site(
         return False
     _end(step, StepStatus.VERIFIED, check.headline())
     return True
-
-
-def _stack_step(
-    spec: DeploySpec,
-    report: DeployReport,
-    site: str | None,
-    target: render.StackTarget,
-    *,
-    apply: bool,
-    what: str,
-) -> bool:
-    topology = spec.topology
-    name = stacklayer.target_name(target)
-    if not apply:
-        spec.progress(f"{site or 'replication'}: rendering {name} (no Kubernetes API in this environment)")
-        step = _start(report, site, Layer.STACKS, f"render {name}")
-        layer = stacklayer.render_layer(topology, [target], spec.progress)
-        if layer.status is LayerStatus.UNVERIFIED:
-            _end(step, StepStatus.FAILED, "; ".join(t.detail for t in layer.checked))
-            return False
-        _end(step, StepStatus.RENDERED, f"{stacklayer.LAB_NOTE}: {layer.checked[0].detail}")
-        _applied(spec, report, what)
-        return True
-    spec.progress(f"{site or 'replication'}: pulumi up {name}")
-    step = _start(report, site, Layer.STACKS, f"stacks up {name}")
-    try:
-        outcome = stacklayer.up(target, topology, spec.backend)
-    except (PulumiUnavailable, PulumiFailed) as exc:
-        _end(step, StepStatus.FAILED, str(exc)[:2000])
-        return False
-    _end(step, StepStatus.APPLIED, ", ".join(f"{op} {n}" for op, n in sorted(outcome.changes.items())))
-    _applied(spec, report, what)
-    return True
-
-
-# --------------------------------------------------------------------------- rendering
-
-
-_MARK = {
-    StepStatus.APPLIED: "✅",
-    StepStatus.RENDERED: "📄",
-    StepStatus.VERIFIED: "✅",
-    StepStatus.FAILED: "❌",
-    StepStatus.NOT_RUN: "⏸️",
-}
-
-
-def render_deploy_json(report: DeployReport) -> str:
-    return report.model_dump_json(indent=2) + "\n"
-
-
-def render_deploy_text(report: DeployReport) -> str:
-    lines = [
-        f"deploy {report.environment} ({', '.join(report.sites)}): {report.result.value.upper()}: "
-        f"{report.message}"
-    ]
-    if report.git.commit:
-        lines.append(
-            f"commit {report.git.commit[:12]}{' (dirty working tree)' if report.git.dirty else ''}, "
-            f"{report.duration_seconds:.1f} s"
-        )
-    if report.steps:
-        lines += ["", "steps:"]
-        for step in report.steps:
-            where = step.site or "all"
-            lines.append(
-                f"  [{step.status.value}] {where}: {step.action} ({step.seconds:.1f} s)"
-                + (f": {step.detail}" if step.detail else "")
-            )
-    lines += [
-        "",
-        f"applied: {', '.join(report.applied) or 'nothing'}",
-        f"not applied: {', '.join(report.not_applied) or 'nothing'}",
-    ]
-    if report.plan is not None:
-        lines += [
-            "",
-            "plan (what the deploy found pending before applying):",
-            "",
-            render_text(report.plan).rstrip(),
-        ]
-    return "\n".join(lines) + "\n"
-
-
-def render_deploy_markdown(report: DeployReport, *, full_report: str | None = None) -> str:
-    """For a PR comment (--plan-only) or the deploy job's summary, within a comment's size."""
-    if report.plan_only and report.plan is not None:
-        body = render_markdown(
-            report.plan,
-            title="Plan: what the deploy would change",
-            drift_label="Pending changes",
-            plan=True,
-            full_report=full_report,
-            limit=60_000,
-        )
-        first, _, rest = body.partition("\n")
-        return f"{first}\n\n**{report.message}**\n{rest}"
-    mark = {DeployResult.SUCCESS: "✅", DeployResult.PLANNED: "📝", DeployResult.DECLINED: "⏹️"}.get(
-        report.result, "❌"
-    )
-    lines = [
-        f"## {mark} Deploy {report.result.value}: `{report.environment}` ({', '.join(report.sites)})",
-        "",
-        report.message,
-        "",
-    ]
-    if report.git.commit:
-        lines += [
-            f"commit `{report.git.commit[:12]}`{' (dirty)' if report.git.dirty else ''} · "
-            f"{report.duration_seconds:.0f} s",
-            "",
-        ]
-    if report.steps:
-        lines += ["| | site | step | detail | time |", "|---|---|---|---|---:|"]
-        for step in report.steps:
-            detail = step.detail.replace("|", "\\|").replace("\n", " ")[:300]
-            lines.append(
-                f"| {_MARK[step.status]} {step.status.value} | {step.site or 'all'} | {step.action} | "
-                f"{detail} | {step.seconds:.0f} s |"
-            )
-        lines.append("")
-    lines += [
-        f"**Applied:** {', '.join(report.applied) or 'nothing'}  ",
-        f"**Not applied:** {', '.join(report.not_applied) or 'nothing'}",
-        "",
-    ]
-    text = "\n".join(lines)
-    if report.plan is not None:
-        plan = render_markdown(
-            report.plan,
-            title="Plan",
-            drift_label="Pending changes",
-            plan=True,
-            heading="###",
-            full_report=full_report,
-            limit=60_000 - len(text),
-        )
-        text += (
-            "\n<details><summary>The plan (what the deploy found pending before applying)</summary>\n\n"
-            + plan
-            + "\n</details>\n"
-        )
-    return text

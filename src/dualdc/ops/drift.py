@@ -1,16 +1,18 @@
 """``invoke drift``: compare what runs with what the model declares, layer by layer, in one report.
 
-Layers (those the environment declares in ``environment.layers``):
+The layers are those the environment declares (``environment.layers``), each one
+:class:`~dualdc.ops.layer.OpsLayer` of the registry (:mod:`dualdc.ops.layer`), checked in turn:
 
-- **model**: the policy pack (:func:`dualdc.policy.run_policy`); an unwaived error is drift of
-  the model against regulation.
-- **hosts**: the site playbook in check and diff mode through :mod:`dualdc.ansible`; every task
-  that would change something is one item (host, task, the file or service, the diff); tasks
-  check mode could not evaluate are listed as check-mode coverage; a host that cannot be
-  reached is *unverified*, and every other host is still checked.
+- **model** (here): the policy pack (:func:`dualdc.policy.run_policy`); an unwaived error is
+  drift of the model against regulation.
+- **hosts** (here): the site playbook in check and diff mode through :mod:`dualdc.ansible`;
+  every task that would change something is one item (host, task, the file or service, the
+  diff); tasks check mode could not evaluate are listed as check-mode coverage; a host that
+  cannot be reached is *unverified*, and every other host is still checked.
 - **stacks**: :mod:`dualdc.ops.stacklayer` (Pulumi preview with refresh and
   expect-no-changes; the lab renders and says so).
-- **lab** (the lab twin only): the reachability probe of :mod:`dualdc.lab`.
+- **data**: :mod:`dualdc.ops.datalayer` (the host databases' replication and backups).
+- **lab** (the lab twin only): :mod:`dualdc.ops.labprobe`, the reachability probe.
 
 Then the drift-ack ledger (:mod:`dualdc.ops.ack`) marks acknowledged items, and
 :meth:`DriftReport.finalize` decides the exit code.
@@ -27,12 +29,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dualdc.ansible import PlaybookRun, RunError, RunResult, Status, TaskResult, run_playbook
+from dualdc.base.redact import scrub
 from dualdc.flows import primary_interface
 from dualdc.model import Layer, Source, Topology
-from dualdc.ops import audit, stacklayer
+from dualdc.ops import audit
 from dualdc.ops.ack import Ledger
-from dualdc.ops.drstatus import data_layer
-from dualdc.ops.redact import scrub
+from dualdc.ops.layer import Checked, CheckSpec, Deploying, OpsLayer, environment_layers, register
 from dualdc.ops.run import deferred_interrupts
 from dualdc.policy import run_policy
 from dualdc.reports.drift import (
@@ -56,9 +58,7 @@ def _quiet(_: str) -> None:
 
 def sites_of(topology: Topology, site: str | None) -> list[str]:
     """The sites a run covers, in deploy order (then any site the order leaves out)."""
-    order = [s for s in topology.environment.deploy_order if any(x.name == s for x in topology.sites)]
-    order += sorted(s.name for s in topology.sites if s.name not in order)
-    return [site] if site else order
+    return [site] if site else topology.deploy_order()
 
 
 # --------------------------------------------------------------------------- model
@@ -91,12 +91,11 @@ def model_layer(topology: Topology) -> LayerReport:
         loc = finding.location
         where = f"{loc.file}:{loc.line}: " if loc else ""
         layer.items.append(
-            DriftItem(
-                id=f"model:{finding.rule}/{finding.target}",
-                layer=Layer.MODEL,
-                target="policy",
-                status=ItemStatus.DRIFT,
-                summary=f"{where}{finding.rule} {finding.target}: {finding.message}",
+            DriftItem.found(
+                Layer.MODEL,
+                f"model:{finding.rule}/{finding.target}",
+                "policy",
+                f"{where}{finding.rule} {finding.target}: {finding.message}",
                 rule=finding.rule,
                 source=_source(loc),
             )
@@ -197,12 +196,11 @@ def host_layer_from_run(topology: Topology, sites: list[str], result: RunResult)
             if item_id in items:
                 items[item_id].diff += scrub(diff)
                 continue
-            items[item_id] = DriftItem(
-                id=item_id,
-                layer=Layer.HOSTS,
-                target=host.name,
-                status=ItemStatus.DRIFT,
-                summary=f"{label} {what}",
+            items[item_id] = DriftItem.found(
+                Layer.HOSTS,
+                item_id,
+                host.name,
+                f"{label} {what}",
                 site=host.site,
                 host=host.name,
                 task=label,
@@ -252,9 +250,7 @@ def _one_run(
     cancel: Callable[[], bool] | None,
     run_options: dict[str, Any],
 ) -> HostLayer:
-    run = PlaybookRun(
-        env=topology.environment.name, site=site, check=True, diff=True, cancel=cancel, **run_options
-    )
+    run = PlaybookRun.of(topology, site=site, check=True, diff=True, cancel=cancel, **run_options)
     try:
         result = run_playbook(run, on_event=on_event)
     except (RunError, OSError) as exc:
@@ -339,6 +335,122 @@ def host_layer(
     return _merge(parts)
 
 
+# --------------------------------------------------------------------------- the two layers
+
+
+class ModelLayer(OpsLayer):
+    """The policy pack: checked, never applied (a deploy with policy errors is blocked)."""
+
+    kind = Layer.MODEL
+
+    def note(self, spec: CheckSpec) -> str:
+        return "model: running the policy pack"
+
+    def check(self, spec: CheckSpec) -> Checked:
+        return Checked(model_layer(spec.topology))
+
+
+def database_hosts(topology: Topology) -> list[str]:
+    """The db and backup hosts of the host databases, which the deploy converges once more."""
+    names: set[str] = set()
+    for svc in topology.host_databases():
+        assert svc.database is not None
+        names.update(h for _, h, _ in svc.database.placements())
+        repo = topology.repository_host(svc)
+        if repo is not None:
+            names.add(repo.name)
+    return sorted(names)
+
+
+def _converge(deploy: Deploying, step: Any, **options: Any) -> RunResult | None:
+    """Run the site playbook for a deploy step; None (the step failed) when it cannot start."""
+    run = PlaybookRun.of(deploy.topology, diff=True, **options, **deploy.run_options)
+    try:
+        with deferred_interrupts() as cancelled:
+            run.cancel = cancelled
+            return run_playbook(run, on_event=deploy.on_event)
+    except RunError as exc:
+        deploy.end(step, "failed", f"cannot run the playbook: {exc}")
+        return None
+
+
+def _problems(result: RunResult) -> list[str]:
+    """The first failed tasks and every unreachable host of a run, one line each."""
+    found = [f"{t.host}: {task_label(t)}: {t.msg}"[:300] for t in result.failed_tasks[:5]]
+    return found + [f"{h}: unreachable" for h in result.unreachable_hosts]
+
+
+def _counts(result: RunResult) -> str:
+    return f"{len(result.hosts)} host(s), {len(result.changed_tasks)} change(s)"
+
+
+class HostsLayer(OpsLayer):
+    """The host roles: checked in check and diff mode, applied by converging each site's hosts."""
+
+    kind = Layer.HOSTS
+    per_site = True
+
+    def note(self, spec: CheckSpec) -> str:
+        count = sum(1 for h in spec.topology.hosts if h.site in spec.sites)
+        return f"hosts: check and diff mode on {count} hosts"
+
+    def check(self, spec: CheckSpec) -> Checked:
+        # ansible-runner polls the cancel callback and ends the playbook's processes itself;
+        # a SIGINT/SIGTERM is raised as Interrupted as soon as it has.
+        with deferred_interrupts() as cancelled:
+            hosts = host_layer(spec.topology, spec.sites, spec.site, on_event=spec.on_event,
+                               cancel=cancelled, run_options=spec.run_options)
+        return Checked(hosts.layer, hosts.coverage)
+
+    def apply_site(self, deploy: Deploying, site: str) -> bool:
+        deploy.progress(f"{site}: converging its hosts")
+        step = deploy.start(site, Layer.HOSTS, "converge")
+        result = _converge(deploy, step, site=site, check=False)
+        if result is None:
+            return False
+        if result.unreachable_hosts or result.failed_tasks or not result.completed:
+            problems = _problems(result) + ([result.error[:500]] if result.error else [])
+            touched = sorted({t.host for t in result.changed_tasks})
+            where = f" (changes were made on {', '.join(touched)})" if touched else " (nothing was changed)"
+            deploy.end(step, "failed", "; ".join(problems) + where)
+            return False
+        deploy.end(step, "applied", f"{_counts(result)}; run {result.ident}")
+        deploy.applied(f"{site}:hosts")
+        return True
+
+    def apply_after(self, deploy: Deploying) -> bool:
+        """Converge the database hosts again once every site's primaries are up, then check them.
+
+        Each site's converge brings up the primaries it holds; a standby or a repository whose
+        primary is at a later site waits (its role says so and changes nothing). This pass
+        clones those standbys and creates those stanzas, and a check-mode run must then find
+        nothing left to change on these hosts.
+        """
+        names = database_hosts(deploy.topology)
+        if deploy.site is not None or not names:
+            return True
+        deploy.progress(f"databases: standbys and backup repositories on {len(names)} host(s)")
+        for check in (False, True):
+            step = deploy.start(None, Layer.HOSTS, "verify databases" if check else "converge databases")
+            result = _converge(deploy, step, limit=",".join(names), check=check)
+            if result is None:
+                return False
+            problems = _problems(result)
+            if not result.completed and result.error:
+                problems.append(result.error[:500])
+            if check and result.changed_tasks:
+                problems += [f"{t.host}: {task_label(t)} would change" for t in result.changed_tasks[:5]]
+            if problems:
+                deploy.end(step, "failed", "; ".join(problems))
+                return False
+            deploy.end(step, "verified" if check else "applied", f"{_counts(result)}; run {result.ident}")
+        return True
+
+
+register(ModelLayer())
+register(HostsLayer())
+
+
 # --------------------------------------------------------------------------- whole report
 
 
@@ -385,8 +497,6 @@ class DriftRun:
     progress: Progress = _quiet
     on_event: EventSink | None = None
     run_options: dict[str, Any] = field(default_factory=dict)
-    lab_probe: Callable[[Topology, list[str]], LayerReport] | None = None
-    """The lab's reachability probe as a layer (see :func:`lab_layer`); None skips it."""
 
 
 def run_drift(spec: DriftRun) -> DriftReport:
@@ -394,45 +504,22 @@ def run_drift(spec: DriftRun) -> DriftReport:
     topology = spec.topology
     t0 = time.monotonic()
     sites = sites_of(topology, spec.site)
-    wanted = (
-        set(topology.environment.layers)
-        if spec.layers is None
-        else set(topology.environment.layers) & spec.layers
-    )
+    wanted = None if spec.layers is None else set(spec.layers)
     report = DriftReport(
         environment=topology.environment.name,
         sites=sites,
         generated_at=dt.datetime.now(dt.UTC).replace(microsecond=0),
         git=audit.git_state(),
     )
-    if Layer.MODEL in wanted:
-        spec.progress("model: running the policy pack")
-        report.layers.append(model_layer(topology))
-    if Layer.HOSTS in wanted:
-        spec.progress(
-            f"hosts: check and diff mode on {sum(1 for h in topology.hosts if h.site in sites)} hosts"
-        )
-        # ansible-runner polls the cancel callback and ends the playbook's processes itself;
-        # a SIGINT/SIGTERM is raised as Interrupted as soon as it has.
-        with deferred_interrupts() as cancelled:
-            hosts = host_layer(
-                topology,
-                sites,
-                spec.site,
-                on_event=spec.on_event,
-                cancel=cancelled,
-                run_options=spec.run_options,
-            )
-        report.layers.append(hosts.layer)
-        report.coverage = hosts.coverage
-    if Layer.STACKS in wanted:
-        report.layers.append(stacklayer.drift_layer(topology, spec.site, spec.backend, spec.progress))
-    if Layer.DATA in wanted and topology.host_databases():
-        spec.progress("data: replication and backups of the host databases (PostgreSQL, pgBackRest)")
-        report.layers.append(data_layer(topology, sites))
-    if Layer.LAB in wanted and topology.environment.lab and spec.lab_probe is not None:
-        spec.progress("lab: reachability probe over the declared and forbidden flows")
-        report.layers.append(spec.lab_probe(topology, sites))
+    check = CheckSpec(topology=topology, sites=sites, site=spec.site, backend=spec.backend,
+                      progress=spec.progress, on_event=spec.on_event, run_options=spec.run_options)
+    for layer in environment_layers(topology, wanted):
+        note = layer.note(check)
+        if note:
+            spec.progress(note)
+        checked = layer.check(check)
+        report.layers.append(checked.layer)
+        report.coverage += checked.coverage
     apply_acknowledgements(report, spec.ledger, topology.today())
     if report.coverage:
         report.messages.append(

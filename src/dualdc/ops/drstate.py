@@ -27,9 +27,12 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from dualdc.base.paths import ops_state
 from dualdc.databases import PRIMARIES_CACHE, current_primary, model_placements
 from dualdc.model import Service, Topology
-from dualdc.ops import state_dir
+
+#: Set in a topology's cache once the state file is applied to it.
+APPLIED = "dr_primaries_applied"
 
 STATE_NAME = "primaries.json"
 MAX_BYTES = 1024 * 1024
@@ -86,7 +89,7 @@ class StateError(Exception):
 
 
 def state_path(env: str, root: Path | None = None) -> Path:
-    return state_dir(env, root) / STATE_NAME
+    return ops_state(env, root) / STATE_NAME
 
 
 def load(env: str, root: Path | None = None) -> PrimaryState:
@@ -168,8 +171,15 @@ def apply(topology: Topology, state: PrimaryState) -> None:
         name: {"primary": entry.primary, "fenced": list(entry.fenced)}
         for name, entry in state.services.items()
     }
-    for key in [k for k in topology.cache if k.startswith("database_")]:
+    for key in [k for k in topology.cache if k.startswith("database_") or k == "inventory_layers"]:
         del topology.cache[key]
+    topology.cache[APPLIED] = True
+
+
+def ensure_applied(topology: Topology, root: Path | None = None) -> None:
+    """:func:`load_and_apply` once per loaded topology (the inventory of every run follows it)."""
+    if not topology.cache.get(APPLIED):
+        load_and_apply(topology, root)
 
 
 def load_and_apply(topology: Topology, root: Path | None = None) -> PrimaryState:

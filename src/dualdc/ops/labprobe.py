@@ -11,10 +11,11 @@ from __future__ import annotations
 import ipaddress
 from collections import Counter
 
-from dualdc.lab import LabError, load_lab
+from dualdc.lab import Lab, LabError
 from dualdc.lab import verify as lab_verify
 from dualdc.model import Layer, Topology
-from dualdc.reports.drift import CheckedTarget, DriftItem, ItemStatus, LayerReport, LayerStatus, TargetStatus
+from dualdc.ops.layer import Checked, CheckSpec, Deploying, OpsLayer, register
+from dualdc.reports.drift import CheckedTarget, DriftItem, LayerReport, LayerStatus, TargetStatus
 
 NOT_RUN = "not run"
 
@@ -65,12 +66,11 @@ def layer_from_report(topology: Topology, report: lab_verify.Report, sites: list
         expected = "open" if p.expect_open else "blocked"
         what = "declared flow is blocked" if p.expect_open else "forbidden connection is open"
         layer.items.append(
-            DriftItem(
-                id=probe_id(result),
-                layer=Layer.LAB,
-                target=name,
-                status=ItemStatus.DRIFT,
-                summary=f"{what}: {where} ({p.reason}): expected {expected}, got {result.result}",
+            DriftItem.found(
+                Layer.LAB,
+                probe_id(result),
+                name,
+                f"{what}: {where} ({p.reason}): expected {expected}, got {result.result}",
                 site=_site_of_place(topology, p.source) if p.source[0] == "host" else None,
                 host=p.destination[1] if p.destination[0] == "host" else None,
                 segments=sorted(
@@ -110,7 +110,7 @@ def layer_from_report(topology: Topology, report: lab_verify.Report, sites: list
 def lab_probe(topology: Topology, sites: list[str]) -> LayerReport:
     """Run the probe against the running lab; a lab that is not up leaves the layer unverified."""
     try:
-        lab = load_lab(topology.environment.name)
+        lab = Lab(topology)  # the run's topology: loaded once
         lab.require_running()
         report = lab_verify.run(lab)
     except LabError as exc:
@@ -125,3 +125,32 @@ def lab_probe(topology: Topology, sites: list[str]) -> LayerReport:
             ],
         )
     return layer_from_report(topology, report, sites)
+
+
+class LabLayer(OpsLayer):
+    """The lab twin's reachability probe: checked by drift, and by deploy after the last site."""
+
+    kind = Layer.LAB
+
+    def declared(self, topology: Topology) -> bool:
+        return super().declared(topology) and topology.environment.lab
+
+    def note(self, spec: CheckSpec) -> str:
+        return "lab: reachability probe over the declared and forbidden flows"
+
+    def check(self, spec: CheckSpec) -> Checked:
+        return Checked(lab_probe(spec.topology, spec.sites))
+
+    def apply_after(self, deploy: Deploying) -> bool:
+        if deploy.site is not None:
+            return True
+        step = deploy.start(None, Layer.LAB, "lab probe")
+        sites = deploy.topology.deploy_order()
+        probe = lab_probe(deploy.topology, sites)
+        ok = probe.status in (LayerStatus.CLEAN, LayerStatus.NOT_COMPARED)
+        bad = [i.summary for i in probe.items][:5]
+        deploy.end(step, "verified" if ok else "failed", probe.note if ok else "; ".join(bad) or probe.note)
+        return ok
+
+
+register(LabLayer())

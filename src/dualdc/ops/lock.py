@@ -15,8 +15,6 @@ never inherit the lock and cannot keep it after the run ends.
 from __future__ import annotations
 
 import datetime as dt
-import errno
-import fcntl
 import getpass
 import os
 import socket
@@ -25,10 +23,11 @@ from types import TracebackType
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from dualdc.ops import state_dir
+from dualdc.base.lock import FileLock, LockFileError
+from dualdc.base.paths import ops_state
+from dualdc.base.proc import start_time as process_start
 
 LOCK_NAME = "lock"
-MAX_RECORD_BYTES = 64 * 1024
 
 
 def current_user() -> str:
@@ -48,20 +47,6 @@ def boot_id() -> str | None:
     try:
         return Path("/proc/sys/kernel/random/boot_id").read_text(encoding="ascii").strip() or None
     except OSError:
-        return None
-
-
-def process_start(pid: int) -> int | None:
-    """The start time of ``pid`` in clock ticks since boot (tells a re-used pid apart), if alive."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
-    except OSError:
-        return None
-    # The command name (field 2) is in parentheses and may contain spaces or ')'.
-    fields = stat[stat.rfind(")") + 2:].split()
-    try:
-        return int(fields[19])  # field 22 of the whole line
-    except (IndexError, ValueError):
         return None
 
 
@@ -116,13 +101,8 @@ class LockError(Exception):
     """The lock file cannot be used (permissions, file system)."""
 
 
-def _read_record(fd: int) -> LockRecord | str | None:
-    """The record in the lock file: None if empty, the raw text if it is not a valid record."""
-    try:
-        raw = os.pread(fd, MAX_RECORD_BYTES, 0)
-    except OSError:
-        return None
-    text = raw.decode("utf-8", errors="replace").strip()
+def _parse_record(text: str) -> LockRecord | str | None:
+    """A lock file's record: None if empty, the raw text if it is not a valid record."""
     if not text:
         return None
     try:
@@ -137,34 +117,27 @@ class EnvironmentLock:
     def __init__(self, env: str, command: str, root: Path | None = None) -> None:
         self.env = env
         self.command = command
-        self.path = state_dir(env, root) / LOCK_NAME
-        self.fd: int | None = None
+        self.path = ops_state(env, root) / LOCK_NAME
+        self._file = FileLock(self.path, nofollow=True)
         self.record: LockRecord | None = None
 
     @property
     def held(self) -> bool:
-        return self.fd is not None
+        return self._file.held
 
     def acquire(self) -> list[str]:
         """Take the lock or raise :class:`LockHeldError`; returns notes (a stale lock taken over)."""
-        if self.fd is not None:
+        if self._file.held:
             raise LockError(f"{self.path}: already held by this run")
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
-        except OSError as exc:
-            raise LockError(f"cannot open the lock file {self.path}: {exc.strerror or exc}") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            previous = _read_record(fd)
-            os.close(fd)
-            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                holder = previous if isinstance(previous, LockRecord) else None
-                raise LockHeldError(self.env, holder) from None
-            raise LockError(f"cannot lock {self.path}: {exc.strerror or exc}") from None
+            taken = self._file.try_acquire()
+        except LockFileError as exc:
+            raise LockError(str(exc)) from None
+        if not taken:
+            previous = _parse_record(self._file.record())
+            raise LockHeldError(self.env, previous if isinstance(previous, LockRecord) else None)
         notes: list[str] = []
-        previous = _read_record(fd)
+        previous = _parse_record(self._file.record())
         if isinstance(previous, LockRecord):
             alive = previous.process_alive()
             state = {False: "that process is gone", None: "its host is another machine, and it no longer "
@@ -180,44 +153,23 @@ class EnvironmentLock:
             command=self.command, started=dt.datetime.now(dt.UTC),
         )
         try:
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, (record.model_dump_json() + "\n").encode("utf-8"), 0)
-            os.fsync(fd)
-        except OSError as exc:
-            os.close(fd)
-            raise LockError(f"cannot write the lock record {self.path}: {exc.strerror or exc}") from None
-        self.fd = fd
+            self._file.write_record(record.model_dump_json() + "\n", sync=True)
+        except LockFileError as exc:
+            self._file.release()
+            raise LockError(str(exc)) from None
         self.record = record
         return notes
 
     def release(self) -> None:
         """Empty the record and drop the lock (idempotent)."""
-        fd, self.fd = self.fd, None
-        if fd is None:
-            return
-        try:
-            os.ftruncate(fd, 0)
-        except OSError:
-            pass  # the flock is what matters; a leftover record only reads as stale
-        finally:
-            os.close(fd)  # closing drops the flock
+        self._file.release()
 
     def holder(self) -> LockRecord | None:
         """The current holder's record, if the lock is held by someone (read-only peek)."""
-        try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-        except OSError:
+        if not self._file.busy():
             return None
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except OSError:
-                record = _read_record(fd)
-                return record if isinstance(record, LockRecord) else None
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            return None
-        finally:
-            os.close(fd)
+        record = _parse_record(self._file.record())
+        return record if isinstance(record, LockRecord) else None
 
     def __enter__(self) -> EnvironmentLock:
         self.acquire()

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from dualdc.base import redact
+from dualdc.base.files import write_atomic
 from dualdc.model import Topology
-from dualdc.ops import redact
 from dualdc.reports import diagram
 from dualdc.reports.drift import DriftReport, render_json, render_junit, render_markdown, render_text
 
@@ -38,11 +39,7 @@ def render_drift(
 
 def write_text(path: Path, text: str) -> Path:
     """Write atomically (a reader never sees half a report)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return write_atomic(path, text)
 
 
 def write_drift_artifacts(

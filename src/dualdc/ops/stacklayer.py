@@ -23,11 +23,12 @@ from pulumi.automation import EngineEvent, OpType
 from pulumi.automation.errors import CommandError
 
 from dualdc import render
+from dualdc.base.redact import scrub
 from dualdc.model import Layer, Topology
-from dualdc.ops.redact import scrub
+from dualdc.ops.layer import Checked, CheckSpec, Deploying, LayerUnavailable, OpsLayer, register
 from dualdc.pulumi import Operation, Outcome, PulumiFailed, PulumiUnavailable, StackRunner, find_cli
 from dualdc.pulumi.automation import check_passphrase
-from dualdc.reports.drift import CheckedTarget, DriftItem, ItemStatus, LayerReport, LayerStatus, TargetStatus
+from dualdc.reports.drift import CheckedTarget, DriftItem, LayerReport, LayerStatus, TargetStatus
 from dualdc.stacks.validation import UnsupportedVersion
 
 #: Engine operations that are not changes.
@@ -143,12 +144,11 @@ class PreviewCollector:
                 before, after = _value(meta.old, prop, "outputs"), _value(meta.new, prop, "inputs")
                 diff = f"- {prop}: {_short(before)}\n+ {prop}: {_short(after)}"
                 self.items.append(
-                    DriftItem(
-                        id=f"{base}/{prop}",
-                        layer=Layer.STACKS,
-                        target=self.stack,
-                        status=ItemStatus.DRIFT,
-                        summary=f"{resource}: {prop} would {kind} ({op.value})",
+                    DriftItem.found(
+                        Layer.STACKS,
+                        f"{base}/{prop}",
+                        self.stack,
+                        f"{resource}: {prop} would {kind} ({op.value})",
                         site=self.site,
                         stack=self.stack,
                         resource=resource,
@@ -162,12 +162,11 @@ class PreviewCollector:
             OpType.DELETE: "exists but is not declared, and would be deleted",
         }.get(op, f"would {op.value}")
         self.items.append(
-            DriftItem(
-                id=base,
-                layer=Layer.STACKS,
-                target=self.stack,
-                status=ItemStatus.DRIFT,
-                summary=f"{resource} {what}",
+            DriftItem.found(
+                Layer.STACKS,
+                base,
+                self.stack,
+                f"{resource} {what}",
                 site=self.site,
                 stack=self.stack,
                 resource=resource,
@@ -333,3 +332,77 @@ def up(
 ) -> Outcome:
     """``pulumi up`` of one stack; raises PulumiUnavailable / PulumiFailed."""
     return StackRunner(target, topology.environment.name, backend, on_output=on_output).run(Operation.UP)
+
+
+# --------------------------------------------------------------------------- the layer
+
+
+def _site_targets(topology: Topology, site: str) -> list[render.StackTarget]:
+    return [t for t in render.stack_targets(topology) if t.stack == site]
+
+
+def replication_targets(topology: Topology) -> list[render.StackTarget]:
+    """The stacks that span the sites (the replication stack): applied after the last site."""
+    sites = {s.name for s in topology.sites}
+    return [t for t in render.stack_targets(topology) if t.stack not in sites]
+
+
+class StacksLayer(OpsLayer):
+    """The Kubernetes stacks: previewed (the lab: rendered) and brought up site by site."""
+
+    kind = Layer.STACKS
+    per_site = True
+
+    def check(self, spec: CheckSpec) -> Checked:
+        return Checked(drift_layer(spec.topology, spec.site, spec.backend, spec.progress))
+
+    def prepare(self, topology: Topology) -> None:
+        if not has_kubernetes_api(topology):
+            return
+        try:
+            require_pulumi()
+        except PulumiUnavailable as exc:
+            raise LayerUnavailable(
+                f"the stacks of {topology.environment.name!r} must be applied with Pulumi, and {exc}"
+            ) from None
+
+    def planned_after(self, topology: Topology, site: str | None) -> list[str]:
+        return ["replication:stacks"] if site is None and replication_targets(topology) else []
+
+    def apply_site(self, deploy: Deploying, site: str) -> bool:
+        return all(self._up(deploy, site, target, f"{site}:stacks")
+                   for target in _site_targets(deploy.topology, site))
+
+    def apply_after(self, deploy: Deploying) -> bool:
+        if deploy.site is not None:
+            return True
+        return all(self._up(deploy, None, target, "replication:stacks")
+                   for target in replication_targets(deploy.topology))
+
+    def _up(self, deploy: Deploying, site: str | None, target: render.StackTarget, what: str) -> bool:
+        topology = deploy.topology
+        name = target_name(target)
+        where = site or "replication"
+        if not has_kubernetes_api(topology):
+            deploy.progress(f"{where}: rendering {name} (no Kubernetes API in this environment)")
+            step = deploy.start(site, Layer.STACKS, f"render {name}")
+            layer = render_layer(topology, [target], deploy.progress)
+            if layer.status is LayerStatus.UNVERIFIED:
+                deploy.end(step, "failed", "; ".join(t.detail for t in layer.checked))
+                return False
+            deploy.end(step, "rendered", f"{LAB_NOTE}: {layer.checked[0].detail}")
+            deploy.applied(what)
+            return True
+        deploy.progress(f"{where}: pulumi up {name}")
+        step = deploy.start(site, Layer.STACKS, f"stacks up {name}")
+        try:
+            outcome = up(target, topology, deploy.backend)
+        except (PulumiUnavailable, PulumiFailed) as exc:
+            deploy.end(step, "failed", str(exc)[:2000])
+            return False
+        deploy.end(step, "applied", ", ".join(f"{op} {n}" for op, n in sorted(outcome.changes.items())))
+        deploy.applied(what)
+        return True
+
+
+register(StacksLayer())

@@ -7,7 +7,7 @@
   ``DUALDC_PULUMI_BACKEND`` (or ``--backend``). Never the Pulumi Cloud service.
 - **Secrets.** The passphrase secrets provider; the passphrase comes only from the
   environment (``PULUMI_CONFIG_PASSPHRASE`` or ``PULUMI_CONFIG_PASSPHRASE_FILE``) and is
-  never printed: engine output passes through :func:`dualdc.ops.redact.scrub`.
+  never printed: engine output passes through :func:`dualdc.base.redact.scrub`.
 - **Air gap.** The ``pulumi`` CLI and the Kubernetes resource plugin must be installed
   from files; where either is missing every operation stops with
   :class:`PulumiUnavailable` saying how to install it (exit 1). Nothing is faked.
@@ -29,14 +29,14 @@ from pathlib import Path
 from pulumi import automation as auto
 from pulumi.automation.errors import CommandError, InvalidVersionError
 
-from dualdc.redact import scrub, shown
+from dualdc.base.paths import project_state
+from dualdc.base.redact import scrub, shown
 from dualdc.render import StackTarget
 from dualdc.stacks.config import ENV_OVERRIDE
 
 BACKEND_ENV = "DUALDC_PULUMI_BACKEND"
 PASSPHRASE_ENV = "PULUMI_CONFIG_PASSPHRASE"  # noqa: S105 - a variable name, not a secret
 PASSPHRASE_FILE_ENV = "PULUMI_CONFIG_PASSPHRASE_FILE"  # noqa: S105 - a variable name
-STATE_ROOT = Path(".state")
 ALLOWED_SCHEMES = ("file://", "s3://")
 
 
@@ -83,7 +83,7 @@ def find_cli() -> str:
     return found
 
 
-def backend_url(environment: str, override: str | None = None, state_root: Path = STATE_ROOT) -> str:
+def backend_url(environment: str, override: str | None = None, state_root: Path | None = None) -> str:
     """The state backend of an environment: ``--backend``, ``DUALDC_PULUMI_BACKEND``, else a local dir."""
     url = override or os.environ.get(BACKEND_ENV)
     if url:
@@ -95,7 +95,7 @@ def backend_url(environment: str, override: str | None = None, state_root: Path 
                                     "through the environment (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY "
                                     "for s3://), never on the command line")
         return url
-    return (state_root / environment / "pulumi").resolve().as_uri()
+    return (project_state(environment, state_root) / "pulumi").resolve().as_uri()
 
 
 def check_passphrase(environ: dict[str, str] | None = None) -> None:

@@ -21,24 +21,15 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dualdc.base.files import write_atomic
 from dualdc.flows import Connection, connections, primary_interface
-from dualdc.model import Topology, Zone
+from dualdc.model import Topology, Zone, zone_traits
 
 DOT_TIMEOUT = 120
 #: Edge labels name at most this many flows, then "+N more".
 LABEL_FLOWS = 3
 
-ZONE_COLORS: dict[Zone, tuple[str, str]] = {
-    # (fill, stroke)
-    Zone.DMZ: ("#fde2c8", "#d9822b"),
-    Zone.INTERNAL: ("#d6e6fb", "#2b6cd9"),
-    Zone.EXTERNAL: ("#eadcf8", "#7b3fc4"),
-    Zone.MGMT: ("#e6e6e6", "#666666"),
-    Zone.REPLICATION: ("#d3f2ee", "#1d8f80"),
-    Zone.BACKUP: ("#f3e6d3", "#8a5a1f"),
-    Zone.DEV: ("#dff5d8", "#3d8b2f"),
-    Zone.AI: ("#fbd9ec", "#c2378a"),  # AI 분석망: magenta, apart from every other zone
-}
+# A zone's colours are its ``ZoneTraits.colour`` (dualdc.model.ZONE_TRAITS).
 OUTSIDE_COLORS = ("#ffffff", "#333333")
 DRIFT_COLORS = ("#ffd6d6", "#d00000")
 
@@ -140,7 +131,7 @@ def to_dot(topology: Topology, marks: Marks | None = None) -> str:
             )
             if not segments:
                 continue
-            fill, stroke = ZONE_COLORS[zone]
+            fill, stroke = zone_traits(zone).colour
             out.append(f"    subgraph {_dot_quote(f'cluster_{site.name}_{zone.value}')} {{")
             out.append(
                 f'      label={_dot_quote(zone.value)}; style="rounded,filled"; fillcolor="{fill}55"; '
@@ -269,7 +260,7 @@ def to_mermaid(topology: Topology, marks: Marks | None = None, *, only_marked: b
         if edge.source in visible and edge.destination in visible:
             out.append(f"  {_mid(edge.source)} -->|{_mlabel(edge.label())}| {_mid(edge.destination)}")
     for zone, nodes in sorted(zone_members.items()):
-        fill, stroke = ZONE_COLORS[zone]
+        fill, stroke = zone_traits(zone).colour
         out.append(f"  classDef zone_{zone.value} fill:{fill},stroke:{stroke},color:#000")
         out.append(f"  class {','.join(nodes)} zone_{zone.value}")
     drifted = [_mid("segment:" + s) for s in sorted(marks.segments) if s in shown_segments]
@@ -316,8 +307,5 @@ def write_diagrams(topology: Topology, output_dir: Path, marks: Marks | None = N
     written = []
     for name, text in files.items():
         path = output_dir / name
-        tmp = path.with_name(f".{name}.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)
-        written.append(path)
+        written.append(write_atomic(path, text))
     return written

@@ -26,14 +26,16 @@ import re
 import xml.etree.ElementTree as ET
 from collections import Counter
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from dualdc.base.exitcodes import ExitCode, decide
 from dualdc.model import Layer
+from dualdc.reports.header import ReportHeader
 
 SCHEMA_VERSION = 1
 #: GitHub's limit for a comment body is 65,536 characters; stay below it with a margin.
@@ -138,6 +140,11 @@ class DriftItem(BaseModel):
         description="file:line in the topology the difference is about (model layer: the finding).",
     )
 
+    @classmethod
+    def found(cls, layer: Layer, id: str, target: str, summary: str, **details: Any) -> DriftItem:
+        """A difference a layer just found (status drift; the ledger may acknowledge it later)."""
+        return cls(id=id, layer=layer, target=target, status=ItemStatus.DRIFT, summary=summary, **details)
+
 
 class CheckedTarget(BaseModel):
     """One thing a layer checked, and how that went."""
@@ -193,25 +200,13 @@ class Summary(BaseModel):
     drifted_segments: list[str] = Field(description="Segments concerned by drift or ack-expired items.")
 
 
-class GitInfo(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    commit: str | None = Field(description="Commit checked; null outside git.")
-    dirty: bool | None = Field(description="Whether the working tree differed from the commit.")
-
-
-class DriftReport(BaseModel):
+class DriftReport(ReportHeader):
     """The whole drift report (JSON ``schema_version`` 1, documented in docs/operations.md)."""
 
     model_config = ConfigDict(extra="forbid")
 
     kind: Literal["dualdc-drift-report"] = Field(default="dualdc-drift-report", description="Report kind.")
     schema_version: Literal[1] = Field(default=1, description="Version of this JSON shape.")
-    environment: str = Field(description="Environment name.")
-    sites: list[str] = Field(description="Sites checked, in deploy order.")
-    generated_at: dt.datetime = Field(description="When the report was made (UTC).")
-    duration_seconds: float = Field(default=0.0, description="How long the checks took.")
-    git: GitInfo = Field(description="The commit the model was read from.")
     status: ReportStatus = Field(default=ReportStatus.CLEAN, description="clean, drift or unverified.")
     exit_code: int = Field(default=0, description="0 clean, 2 drift, 3 unverified.")
     summary: Summary | None = Field(default=None, description="Counts; filled by finalize().")
@@ -255,12 +250,11 @@ class DriftReport(BaseModel):
             drifted_hosts=sorted({item.host for item in failing if item.host}),
             drifted_segments=sorted({seg for item in failing for seg in item.segments}),
         )
-        if failing or expired:
-            self.status, self.exit_code = ReportStatus.DRIFT, 2
-        elif unverified or any(layer.status is LayerStatus.UNVERIFIED for layer in self.layers):
-            self.status, self.exit_code = ReportStatus.UNVERIFIED, 3
-        else:
-            self.status, self.exit_code = ReportStatus.CLEAN, 0
+        layer_unverified = any(x.status is LayerStatus.UNVERIFIED for x in self.layers)
+        code = decide(findings=bool(failing or expired), unverified=bool(unverified) or layer_unverified)
+        self.exit_code = int(code)
+        self.status = {ExitCode.FINDINGS: ReportStatus.DRIFT, ExitCode.UNVERIFIED: ReportStatus.UNVERIFIED,
+                       ExitCode.CLEAN: ReportStatus.CLEAN}[code]
         return self
 
     def headline(self) -> str:
@@ -348,12 +342,8 @@ def render_text(report: DriftReport, *, color: bool = False, width: int = 120) -
     )
     style = {"clean": "green", "drift": "bold red", "unverified": "yellow"}[report.status.value]
     console.print(Text(report.headline(), style=style))
-    git = report.git
-    if git.commit:
-        console.print(
-            f"commit {git.commit[:12]}{' (dirty working tree)' if git.dirty else ''}, "
-            f"{report.generated_at:%Y-%m-%d %H:%M:%S} UTC, {report.duration_seconds:.1f} s"
-        )
+    if report.git.commit:
+        console.print(report.header_line(when=True))
     for message in report.messages:
         console.print(f"note: {message}")
     for layer in report.layers:
@@ -479,7 +469,7 @@ def render_markdown(
     if plan:
         facts[:3] = [f"{s.drift + s.ack_expired} pending change(s)"]
     if report.git.commit:
-        facts.append(f"commit `{report.git.commit[:12]}`{' (dirty)' if report.git.dirty else ''}")
+        facts.append(report.commit_markdown())
     facts.append(f"{report.generated_at:%Y-%m-%d %H:%M} UTC")
     head.append(" · ".join(facts) + "\n")
     for message in report.messages:

@@ -32,7 +32,7 @@ from rich.table import Table
 from rich.text import Text
 
 import dualdc
-from dualdc.cli import ExitCode
+from dualdc.base.exitcodes import decide
 from dualdc.model import Severity
 from dualdc.policy import Finding, Report, iter_rules
 
@@ -46,7 +46,7 @@ STYLE = {Severity.ERROR: "bold red", Severity.WARNING: "yellow", Severity.ADVISO
 
 def exit_code(report: Report, fail_on: Severity = Severity.ERROR) -> int:
     """2 when a finding at ``fail_on`` or worse is not waived, else 0."""
-    return ExitCode.FINDINGS if report.failing(fail_on) else ExitCode.CLEAN
+    return decide(findings=bool(report.failing(fail_on)))
 
 
 def _where(finding: Finding) -> str:

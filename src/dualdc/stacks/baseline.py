@@ -10,8 +10,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from dualdc.model import Service, Topology, Waiver
-from dualdc.stacks.naming import (
+from dualdc.labels import (
     ANNOTATION_PSA_EXCEPTION,
     COMMON_LABELS,
     LABEL_CLUSTER,
@@ -21,11 +20,9 @@ from dualdc.stacks.naming import (
     LABEL_TENANT,
     LABEL_ZONE,
     NAMESPACE_NAME_LABEL,
-    NamespaceRef,
-    cluster_services,
-    databases_on,
-    service_namespace,
 )
+from dualdc.model import Service, Topology, Waiver
+from dualdc.stacks.naming import NamespaceRef, cluster_services, databases_on, service_namespace
 
 #: Quota = what the model's services placed in the namespace need x this (rolling updates, surge).
 QUOTA_HEADROOM = 1.25

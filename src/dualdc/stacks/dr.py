@@ -25,16 +25,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from dualdc.flows import connections, replication_segments
-from dualdc.model import HostRole, Protocol, ReplicationKind, Service, Topology, Zone
+from dualdc.labels import COMMON_LABELS, LABEL_DATABASE, LABEL_ROLE, LABEL_SERVICE, LABEL_SITE, LABEL_TENANT
+from dualdc.model import HostRole, Protocol, ReplicationKind, Service, Topology, zone_traits
 from dualdc.stacks.baseline import database_resources
 from dualdc.stacks.errors import StackError
 from dualdc.stacks.naming import (
-    COMMON_LABELS,
-    LABEL_DATABASE,
-    LABEL_ROLE,
-    LABEL_SERVICE,
-    LABEL_SITE,
-    LABEL_TENANT,
     DatabasePlacement,
     database_external_name,
     database_name,
@@ -278,7 +273,7 @@ def _store_hosts(topology: Topology, ref: str, host: str | None, segment: str | 
         candidates = [host]
     elif kind == "service":
         svc = topology.service(name)
-        if svc.zone is not Zone.BACKUP:
+        if not zone_traits(svc.zone).backup:
             return []
         candidates = list(svc.hosts)
     else:

@@ -12,40 +12,6 @@ from dataclasses import dataclass
 from dualdc.model import Cluster, DatabasePlatform, ReplicationKind, Service, Topology, Zone
 from dualdc.stacks.errors import StackError
 
-#: The label and annotation domain of everything the stacks declare.
-LABEL_DOMAIN = "dualdc.jbfg.example"
-
-
-def label(key: str) -> str:
-    """``dualdc.jbfg.example/<key>``."""
-    return f"{LABEL_DOMAIN}/{key}"
-
-
-LABEL_TENANT = label("tenant")
-LABEL_ZONE = label("zone")
-LABEL_SITE = label("site")
-LABEL_CLUSTER = label("cluster")
-LABEL_ENVIRONMENT = label("environment")
-LABEL_SERVICE = label("service")
-"""On a namespace of its own service, and on that service's pods (the selector flows use)."""
-LABEL_DATABASE = label("database")
-LABEL_FLOW = label("flow")
-LABEL_PLATFORM = label("platform")
-LABEL_ROLE = label("dr-role")
-ANNOTATION_PURPOSE = label("purpose")
-ANNOTATION_PSA_EXCEPTION = label("pod-security-exception")
-ANNOTATION_SOURCE = label("source")
-
-#: Label the API server sets on every namespace (immutable): what namespaceSelectors match.
-NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
-#: Label CloudNativePG puts on every instance pod of a Cluster.
-CNPG_CLUSTER_LABEL = "cnpg.io/cluster"
-
-COMMON_LABELS = {
-    "app.kubernetes.io/managed-by": "pulumi",
-    "app.kubernetes.io/part-of": "dualdc",
-}
-
 
 @dataclass(frozen=True, order=True)
 class NamespaceRef:

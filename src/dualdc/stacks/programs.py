@@ -14,8 +14,7 @@ from pathlib import Path
 
 import pulumi
 
-from dualdc.cli import format_problems
-from dualdc.loader import TopologyError, load_environment
+from dualdc.loader import TopologyError, format_problems, load_environment
 from dualdc.model import Topology
 from dualdc.stacks import config as stack_config
 from dualdc.stacks.dr import (

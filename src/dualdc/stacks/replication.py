@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_kubernetes as k8s
 
+from dualdc.labels import COMMON_LABELS, LABEL_SITE
 from dualdc.stacks.dr import (
     REPLICATION_ROLE,
     BackupTarget,
@@ -17,7 +18,6 @@ from dualdc.stacks.dr import (
     storage_location_name,
     storage_location_spec,
 )
-from dualdc.stacks.naming import COMMON_LABELS, LABEL_SITE
 
 
 @dataclass(frozen=True)

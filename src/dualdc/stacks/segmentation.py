@@ -38,9 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dualdc.flows import INTERNET, Connection, Endpoint, connections, replication_segments
-from dualdc.model import Cluster, HostRole, Protocol, TenantKind, Topology, Zone
-from dualdc.stacks.errors import StackError
-from dualdc.stacks.naming import (
+from dualdc.labels import (
     ANNOTATION_PURPOSE,
     CNPG_CLUSTER_LABEL,
     COMMON_LABELS,
@@ -48,11 +46,10 @@ from dualdc.stacks.naming import (
     LABEL_PLATFORM,
     LABEL_SERVICE,
     NAMESPACE_NAME_LABEL,
-    cluster_namespaces,
-    database_name,
-    databases_on,
-    service_namespace,
 )
+from dualdc.model import Cluster, HostRole, Protocol, TenantKind, Topology, zone_traits
+from dualdc.stacks.errors import StackError
+from dualdc.stacks.naming import cluster_namespaces, database_name, databases_on, service_namespace
 
 #: Where cluster DNS runs (kube-system/kube-dns is the kubeadm and CoreDNS convention).
 DNS_NAMESPACE = "kube-system"
@@ -174,7 +171,7 @@ class ClusterSegmentation:
             if self.cluster.name not in svc.clusters:
                 return []
             return [Placement(service_namespace(svc), ((LABEL_SERVICE, svc.name),))]
-        if kind == "segment" and self.topology.segment(name).zone is Zone.REPLICATION:
+        if kind == "segment" and zone_traits(self.topology.segment(name).zone).replication:
             found = [Placement(service_namespace(svc), ((CNPG_CLUSTER_LABEL, database_name(svc)),))
                      for svc, _role in self.databases
                      if name in replication_segments(self.topology, self.cluster.site, svc.tenant)]
@@ -215,7 +212,7 @@ def _candidates(topology: Topology, cluster: Cluster) -> list[Connection]:
                     for c in topology.service(name).clusters:
                         if topology.cluster(c).site == end.site:
                             by_cluster[c].append(i)
-                elif kind == "segment" and end.zone is Zone.REPLICATION:
+                elif kind == "segment" and end.zone is not None and zone_traits(end.zone).replication:
                     by_site[end.site].append(i)
         index = cache["segmentation.candidates"] = (dict(by_cluster), dict(by_site))
     every = connections(topology)

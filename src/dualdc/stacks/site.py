@@ -8,9 +8,10 @@ from typing import cast
 import pulumi
 import pulumi_kubernetes as k8s
 
+from dualdc.labels import COMMON_LABELS
 from dualdc.model import Topology
 from dualdc.stacks.baseline import NamespaceBaseline, namespace_baseline
-from dualdc.stacks.naming import COMMON_LABELS, cluster_namespaces
+from dualdc.stacks.naming import cluster_namespaces
 from dualdc.stacks.segmentation import PolicySpec, cluster_policies
 
 

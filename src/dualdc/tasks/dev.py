@@ -9,7 +9,9 @@ from pathlib import Path
 from invoke.context import Context
 from invoke.tasks import task
 
-ROOT = Path(__file__).resolve().parents[3]
+from dualdc.base.paths import project_root
+
+ROOT = project_root()
 
 
 @task(help={"quick": "Skip the lab tests (they need root and build namespaces).",

@@ -13,6 +13,7 @@ from dualdc.ansible import LiveProgress, PlaybookRun, RunError, json_report, run
 from dualdc.lab import LabError, LabLock
 from dualdc.lab.config import LabConfig
 from dualdc.model import Layer
+from dualdc.tasks import options
 
 
 def _lab_lock(env: str, lab: bool) -> AbstractContextManager[object]:
@@ -23,19 +24,19 @@ def _lab_lock(env: str, lab: bool) -> AbstractContextManager[object]:
 
 
 @task(help={
-    "env": "Environment under inventories/ (default: lab).",
+    "env": options.HELP["env"],
     "site": "Only the hosts of this site.",
     "limit": "Only hosts matching this Ansible pattern (a host or group), within --site if given.",
     "check": "Check mode: change nothing, report what would change (the hosts' drift).",
     "diff": "Show each change's diff in the text report (JSON always carries them).",
     "format": "Report format: text (people) or json (machines).",
-    "output": "Write the report to this file instead of stdout.",
+    "output": options.HELP["output"],
     "forks": "Hosts worked on in parallel (default: 50, i.e. every lab host at once).",
     "strategy": "Ansible strategy: dualdc_free (default: free over Mitogen, see docs/roles.md), "
                 "free or linear (Ansible's own).",
     "pipelining": "SSH pipelining (default on; --no-pipelining turns it off).",
 })
-def converge(c: Context, *, env: str = "lab", site: str = "", limit: str = "", check: bool = False,
+def converge(c: Context, *, env: str | None = None, site: str = "", limit: str = "", check: bool = False,
              diff: bool = False, format: str = "text", output: str = "", forks: int = 50,
              strategy: str = "dualdc_free", pipelining: bool = True) -> None:
     """Configure the environment's hosts from the model (playbooks/site.yml via ansible-runner).
@@ -43,9 +44,10 @@ def converge(c: Context, *, env: str = "lab", site: str = "", limit: str = "", c
     Exit 0: every host converged (or, with --check, nothing would change); 2: a task failed,
     or --check found drift; 3: a host was unreachable or the run did not complete.
     """
+    env = options.env_of(c, env)
     if format not in ("text", "json"):
         raise cli.input_error(f"--format must be text or json, not {format!r}")
-    topology = cli.load(env)
+    topology = cli.load(env, operated=True)
     if Layer.HOSTS not in topology.environment.layers:
         raise cli.input_error(f"environment {env!r} has no hosts layer (environment.layers: "
                               f"{', '.join(layer.value for layer in topology.environment.layers)})")
@@ -55,8 +57,8 @@ def converge(c: Context, *, env: str = "lab", site: str = "", limit: str = "", c
     hosts = [h for h in topology.hosts if not site or h.site == site]
     if not hosts:
         raise cli.input_error(f"environment {env!r} has no hosts{' at ' + site if site else ''}")
-    run = PlaybookRun(env=env, site=site or None, limit=limit or None, check=check, diff=True, forks=forks,
-                      strategy=strategy, pipelining=pipelining)
+    run = PlaybookRun.of(topology, site=site or None, limit=limit or None, check=check, diff=True,
+                         forks=forks, strategy=strategy, pipelining=pipelining)
     title = f"converge {env}{' ' + site if site else ''}{' (check)' if check else ''}"
     try:
         run.validate()

@@ -31,6 +31,7 @@ from dualdc import cli
 from dualdc.lab import Lab, LabError, LabLock, load_lab, system
 from dualdc.lab import core as lab_core
 from dualdc.lab import verify as lab_verify
+from dualdc.tasks import options
 
 ENV_HELP = "Environment under inventories/ (default: lab; it must have environment.lab: true)."
 
@@ -94,11 +95,12 @@ def _locked(lab: Lab) -> LabLock:
 
 
 @task(help={"env": ENV_HELP})
-def up(c: Context, env: str = "lab") -> None:
+def up(c: Context, env: str | None = None) -> None:
     """Build the lab twin (or finish or repair it): base image, bridges, routers, firewall, hosts with sshd.
 
     Idempotent: a second run changes nothing. Faults injected with lab.fault are healed.
     """
+    env = options.env_of(c, env)
     with _guard(), _progress() as progress:
         lab = _lab(env, progress)
         with _locked(lab):
@@ -113,8 +115,9 @@ def up(c: Context, env: str = "lab") -> None:
 
 @task(help={"env": ENV_HELP,
             "purge": "Also delete the hosts' disks (overlay upper dirs) and the lab's SSH keys."})
-def down(c: Context, env: str = "lab", purge: bool = False) -> None:
+def down(c: Context, env: str | None = None, purge: bool = False) -> None:
     """Remove every namespace, bridge, veth, mount and process the lab made (and nothing else)."""
+    env = options.env_of(c, env)
     with _guard(), _progress() as progress:
         lab = _lab(env, progress)
         with _locked(lab):
@@ -136,12 +139,13 @@ def _status_table(status: lab_core.LabStatus) -> Table:
 
 
 @task(help={"env": ENV_HELP, "format": "Output: 'text' (tables) or 'json'.",
-            "output": "Write the report to this file instead of stdout."})
-def status(c: Context, env: str = "lab", format: str = "text", output: str = "") -> None:
+            "output": options.HELP["output"]})
+def status(c: Context, env: str | None = None, format: str = "text", output: str = "") -> None:
     """Show each lab host (running, sshd, reachable over SSH from here), the routers and the links.
 
     Exit 0 when everything is up, 3 when some host or link is not (a fault or a half-built lab).
     """
+    env = options.env_of(c, env)
     if format not in ("text", "json"):
         raise cli.input_error(f"--format must be text or json, not {format!r}")
     lab = _lab(env)
@@ -194,8 +198,8 @@ def _verify_text(report: lab_verify.Report) -> str:
 
 
 @task(help={"env": ENV_HELP, "format": "Output: 'text' (table) or 'json'.",
-            "output": "Write the report to this file instead of stdout."})
-def verify(c: Context, env: str = "lab", format: str = "text", output: str = "") -> None:
+            "output": options.HELP["output"]})
+def verify(c: Context, env: str | None = None, format: str = "text", output: str = "") -> None:
     """Probe the reachability matrix with real TCP/UDP connections between lab hosts.
 
     Every declared flow must connect; forbidden pairs (DMZ to internal, bank to bank, personal-data
@@ -203,6 +207,7 @@ def verify(c: Context, env: str = "lab", format: str = "text", output: str = "")
     mgmt but the bastion, a sample of other pairs) must not. Exit 0 when every result is as
     expected, 2 when any is not (including probes that could not run because of a fault).
     """
+    env = options.env_of(c, env)
     if format not in ("text", "json"):
         raise cli.input_error(f"--format must be text or json, not {format!r}")
     lab = _lab(env)
@@ -230,12 +235,13 @@ def verify(c: Context, env: str = "lab", format: str = "text", output: str = "")
             "up": "With --host or --site: bring it back.",
             "cut": "With --link: cut it.",
             "restore": "With --link: restore it."})
-def fault(c: Context, env: str = "lab", *, host: str = "", link: str = "", site: str = "",
+def fault(c: Context, env: str | None = None, *, host: str = "", link: str = "", site: str = "",
           down: bool = False, up: bool = False, cut: bool = False, restore: bool = False) -> None:
     """Inject or clear a fault: a host down/up, an inter-site link cut/restored, a site down/up.
 
     Faults show in lab.status and lab.verify; lab.up heals them all.
     """
+    env = options.env_of(c, env)
     targets = [t for t in (host, link, site) if t]
     if len(targets) != 1:
         raise cli.input_error("give exactly one of --host, --link or --site")

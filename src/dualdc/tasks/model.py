@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 from invoke.context import Context
 from invoke.exceptions import Exit
@@ -12,20 +11,22 @@ from invoke.tasks import task
 from rich.table import Table
 
 from dualdc import cli, inventory, schema
-from dualdc.lab import LabError
+from dualdc.base.files import write_atomic
+from dualdc.base.paths import project_root
 from dualdc.loader import TopologyError
 from dualdc.model import Severity
 from dualdc.policy import RULES, iter_rules, run_policy
 from dualdc.reports import validate as reports
+from dualdc.tasks import options
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = project_root()
 
 
 @task(help={
-    "env": "Environment under inventories/ (default: lab).",
+    "env": options.HELP["env"],
     "topology": "Validate this topology folder or file instead of an environment.",
     "format": "Report format: text (tables by severity), json, sarif (code scanning) or junit (CI).",
-    "output": "Write the report to this file instead of stdout.",
+    "output": options.HELP["output"],
     "fail_on": "Lowest severity that fails the run (exit 2): error (default), warning or advisory.",
     "list_rules": "List the rules with their severity, source and parameters, and exit.",
 })
@@ -104,24 +105,20 @@ def schema_(c: Context, check: bool = False) -> None:
     if current == text:
         cli.console.print(f"{schema.SCHEMA_PATH} is up to date")
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    write_atomic(path, text)
     cli.console.print(f"wrote {schema.SCHEMA_PATH}")
 
 
-@task(help={"env": "Environment under inventories/ (default: lab).",
+@task(help={"env": options.HELP["env"],
             "fmt": "Output: 'graph' (as ansible-inventory --graph) or 'json'."})
-def inventory_(c: Context, env: str = "lab", fmt: str = "graph") -> None:
+def inventory_(c: Context, env: str | None = None, fmt: str = "graph") -> None:
     """Print the Ansible inventory built from an environment's topology."""
+    env = options.env_of(c, env)
     if fmt not in ("graph", "json"):
         raise cli.input_error(f"--fmt must be graph or json, not {fmt!r}")
     topology = cli.load(env)
     try:
         built = inventory.build(topology)
-    except LabError as exc:
-        raise cli.input_error(f"cannot build the inventory of {topology.environment.name}: {exc}") from None
     except (KeyError, ValueError) as exc:
         # what ansible-inventory reports as a parse error of the source, said readably
         raise cli.input_error(f"cannot build the inventory of {topology.environment.name}: "

@@ -17,23 +17,24 @@ from pydantic import ValidationError
 
 from dualdc import cli
 from dualdc.ansible import LiveProgress
+from dualdc.base import redact
 from dualdc.lab import LabError, LabLock
 from dualdc.lab.config import LabConfig
 from dualdc.loader import TopologyError
 from dualdc.model import Layer, Topology
-from dualdc.ops import audit, redact
+from dualdc.ops import audit
 from dualdc.ops import comment as comments
 from dualdc.ops.ack import Ledger, ledger_path, load_ledger
 from dualdc.ops.audit import Result
-from dualdc.ops.labprobe import lab_probe
 from dualdc.ops.lock import LockError, LockHeldError
 from dualdc.ops.outputs import FORMATS, render_drift, write_drift_artifacts, write_text
 from dualdc.ops.run import Interrupted, Run, guarded_run
 from dualdc.reports import diagram as diagrams
 from dualdc.reports.drift import DriftReport
+from dualdc.tasks import options
 
 if TYPE_CHECKING:
-    from dualdc.ops.deploy import DeployReport
+    from dualdc.reports.deploy import DeployReport
 
 # dualdc.ops.deploy and dualdc.ops.drift bring in Pulumi (about 0.3 s): deploy and drift
 # import them when they run, so every other command starts without it.
@@ -41,13 +42,15 @@ if TYPE_CHECKING:
 
 @task(
     help={
-        "env": "Environment under inventories/ (default: lab).",
+        "env": options.HELP["env"],
         "output_dir": "Folder for <env>.svg, <env>.dot, <env>.mmd and <env>.md (default: build/diagrams).",
         "drift_report": "A JSON drift report (invoke drift --format json): mark what drifted.",
     }
 )
-def diagram(c: Context, env: str = "lab", output_dir: str = "build/diagrams", drift_report: str = "") -> None:
+def diagram(c: Context, env: str | None = None, output_dir: str = "build/diagrams",
+            drift_report: str = "") -> None:
     """Draw sites, segments (grouped by site and zone, coloured by zone) and flows as SVG and Mermaid."""
+    env = options.env_of(c, env)
     topology = cli.load(env)
     marks = None
     if drift_report:
@@ -189,19 +192,19 @@ def _host_progress(topology: Topology, sites: list[str], title: str) -> LiveProg
 
 @task(
     help={
-        "env": "Environment under inventories/ (default: lab).",
+        "env": options.HELP["env"],
         "site": "Check only this site (default: every site, in deploy order).",
         "format": "Report format: text (people), json (machines, documented in docs/operations.md), "
         "markdown (a PR/issue comment) or junit (CI).",
-        "output": "Write the report to this file instead of stdout.",
+        "output": options.HELP["output"],
         "artifacts": "Also write every format and the diagram into this folder (drift.json, drift.md, ...).",
-        "backend": "Pulumi state backend URL (default: $DUALDC_PULUMI_BACKEND, else .state/<env>/pulumi).",
+        "backend": options.HELP["backend"],
     }
 )
 def drift(
     c: Context,
     *,
-    env: str = "lab",
+    env: str | None = None,
     site: str = "",
     format: str = "text",
     output: str = "",
@@ -214,11 +217,12 @@ def drift(
     3 not everything could be verified (e.g. a host unreachable) while everything reachable was
     checked. Acknowledged drift (inventories/<env>/drift-ack.yaml) is shown and does not fail.
     """
+    env = options.env_of(c, env)
     from dualdc.ops.drift import DriftRun, run_drift, sites_of  # noqa: PLC0415
 
     if format not in FORMATS:
         raise cli.input_error(f"--format must be one of {', '.join(FORMATS)}, not {format!r}")
-    topology = cli.load(env)
+    topology = cli.load(env, operated=True)
     if output:
         cli.output_target(output)  # a bad --output is refused before the run, not after it
     chosen = _site(topology, site)
@@ -240,7 +244,6 @@ def drift(
             site=chosen,
             backend=backend or None,
             progress=lambda text: cli.console.print(text, highlight=False),
-            lab_probe=lab_probe if topology.environment.lab else None,
         )
         try:
             with (
@@ -315,21 +318,21 @@ def _confirm(report: DeployReport) -> bool:
 
 @task(
     help={
-        "env": "Environment under inventories/ (default: lab).",
+        "env": options.HELP["env"],
         "site": "Deploy only this site (default: every site in environment.deploy_order, then the "
         "replication stack).",
         "yes": "Do not ask for confirmation (CI after its approval gate). Without a terminal it is required.",
         "plan_only": "Validate and plan (hosts in check mode, stacks previewed), apply nothing.",
         "format": "Report format: text, json or markdown (the plan as a PR comment with --plan-only).",
-        "output": "Write the report to this file instead of stdout.",
+        "output": options.HELP["output"],
         "artifacts": "Also write the report in every format into this folder (deploy.json, deploy.md, ...).",
-        "backend": "Pulumi state backend URL (default: $DUALDC_PULUMI_BACKEND, else .state/<env>/pulumi).",
+        "backend": options.HELP["backend"],
     }
 )
 def deploy(
     c: Context,
     *,
-    env: str = "lab",
+    env: str | None = None,
     site: str = "",
     yes: bool = False,
     plan_only: bool = False,
@@ -345,13 +348,15 @@ def deploy(
     (e.g. no Pulumi CLI where stacks must be applied; nothing applied); 2 policy errors (nothing
     applied) or a failed step; 3 the plan could not reach everything (nothing applied).
     """
-    from dualdc.ops.deploy import DeployError, DeployResult, DeploySpec, new_report  # noqa: PLC0415
+    env = options.env_of(c, env)
+    from dualdc.ops.deploy import DeployError, DeploySpec, new_report  # noqa: PLC0415
     from dualdc.ops.deploy import deploy as deploy_run  # noqa: PLC0415
     from dualdc.ops.drift import sites_of  # noqa: PLC0415
+    from dualdc.reports.deploy import DeployResult  # noqa: PLC0415
 
     if format not in DEPLOY_FORMATS:
         raise cli.input_error(f"--format must be one of {', '.join(DEPLOY_FORMATS)}, not {format!r}")
-    topology = cli.load(env)
+    topology = cli.load(env, operated=True)
     if output:
         cli.output_target(output)  # a bad --output is refused before the run, not after it
     chosen = _site(topology, site)
@@ -385,7 +390,6 @@ def deploy(
             backend=backend or None,
             progress=lambda text: cli.console.print(text, highlight=False),
             confirm=_confirm if interactive else None,
-            lab_probe=lab_probe if topology.environment.lab else None,
             run=run,
         )
         if not yes and not plan_only and not interactive:
@@ -424,15 +428,19 @@ def deploy(
         raise Exit(code=report.exit_code)
 
 
-def _render_deploy(report: DeployReport, fmt: str) -> str:
-    from dualdc.ops.deploy import render_deploy_json, render_deploy_markdown, render_deploy_text  # noqa: PLC0415
+def _render_deploy(report: DeployReport, fmt: str, *, full: bool = False) -> str:
+    from dualdc.reports.deploy import (  # noqa: PLC0415
+        render_deploy_json,
+        render_deploy_markdown,
+        render_deploy_text,
+    )
 
     if fmt == "json":
         text = render_deploy_json(report)
     elif fmt == "markdown":
         text = render_deploy_markdown(report, full_report="deploy.json in the job's artifacts")
     else:
-        text = render_deploy_text(report)
+        text = render_deploy_text(report, full=full)
     return redact.scrub(text)
 
 
@@ -440,5 +448,5 @@ def _write_deploy(report: DeployReport, format: str, output: str, artifacts: str
     cli.write_output(_render_deploy(report, format), output or None)
     if artifacts:
         for fmt, ext in (("text", "txt"), ("json", "json"), ("markdown", "md")):
-            path = write_text(Path(artifacts) / f"deploy.{ext}", _render_deploy(report, fmt))
+            path = write_text(Path(artifacts) / f"deploy.{ext}", _render_deploy(report, fmt, full=True))
             cli.console.print(f"wrote {path}", highlight=False)

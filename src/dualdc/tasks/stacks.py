@@ -9,8 +9,9 @@ from invoke.exceptions import Exit
 from invoke.tasks import task
 
 from dualdc import cli
+from dualdc.base.redact import clean
 from dualdc.model import Layer, Topology
-from dualdc.redact import clean
+from dualdc.tasks import options
 
 # dualdc.render and dualdc.pulumi bring in Pulumi (about 0.3 s): the tasks import them when
 # they run, so every other command starts without it.
@@ -26,7 +27,7 @@ def _site(topology: Topology, site: str) -> str | None:
     return site
 
 
-@task(help={"env": "Environment under inventories/ (default: lab).",
+@task(help={"env": options.HELP["env"],
             "site": "Render only this site's stack (default: both site stacks and the replication stack).",
             "out": "Output folder (default: build/render).",
             "topology": "Render this topology folder instead of an environment (its stacks' "
@@ -77,15 +78,16 @@ def render_(c: Context, env: str = "", site: str = "", out: str = "", topology: 
 
 @task(help={"env": "Environment under inventories/ (default: lab; the lab has no Kubernetes API).",
             "site": "Preview only this site's stack (default: both site stacks, then the replication stack).",
-            "backend": "State backend URL (default: $DUALDC_PULUMI_BACKEND, else file://.state/<env>/pulumi).",
+            "backend": options.HELP["backend"],
             "expect_no_changes": "Exit 2 when a stack would change (a drift check)."})
-def preview(c: Context, env: str = "lab", site: str = "", backend: str = "",
+def preview(c: Context, env: str | None = None, site: str = "", backend: str = "",
             expect_no_changes: bool = False) -> None:
     """Show what `pulumi up` would change, stack by stack, with the Automation API.
 
     Needs the pulumi CLI and its Kubernetes plugin (installed from files; exit 1 with how to
     install them where missing) and PULUMI_CONFIG_PASSPHRASE.
     """
+    env = options.env_of(c, env)
     from dualdc import render  # noqa: PLC0415
     from dualdc.pulumi import Operation, PulumiFailed, PulumiUnavailable, StackRunner  # noqa: PLC0415
 

@@ -20,7 +20,7 @@ from dualdc.model import (
     Service,
     Severity,
     Topology,
-    Zone,
+    zone_traits,
 )
 from dualdc.policy.engine import Context, Finding, Param, rule
 
@@ -168,7 +168,7 @@ def db02(ctx: Context) -> Iterator[Finding]:
         for name in hosts:
             replication = [i.segment for i in topo.host(name).interfaces
                            for seg in [topo.segment(i.segment)]
-                           if seg.zone is Zone.REPLICATION and seg.tenant == svc.tenant]
+                           if zone_traits(seg.zone).replication and seg.tenant == svc.tenant]
             if not replication:
                 yield ctx.finding(target, (
                     f"{name} has no interface in a replication segment of {svc.tenant}; {svc.name}'s "
@@ -204,7 +204,7 @@ def db02(ctx: Context) -> Iterator[Finding]:
                 kind, _, name = end.partition(":")
                 if kind == "segment":
                     seg = topo.segment(name)
-                    if seg.zone is not Zone.REPLICATION or seg.tenant != svc.tenant:
+                    if not zone_traits(seg.zone).replication or seg.tenant != svc.tenant:
                         yield ctx.finding(target, (
                             f"flow {flow.name} carries {svc.name}'s replication over segment {name} "
                             f"({seg.tenant}, {seg.zone.value}); use {svc.tenant}'s replication segments"),

@@ -12,10 +12,10 @@ import re
 import urllib.parse
 from collections.abc import Iterator, Sequence
 
+from dualdc.labels import ANNOTATION_PSA_EXCEPTION, ANNOTATION_PURPOSE
 from dualdc.model import Entity, Severity
 from dualdc.policy.engine import Context, Finding, Param, ParamValue, rule
 from dualdc.policy.rules.common import split
-from dualdc.stacks.naming import ANNOTATION_PSA_EXCEPTION, ANNOTATION_PURPOSE
 
 ERROR = Severity.ERROR
 

@@ -7,7 +7,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from dualdc.flows import INTERNET, Connection
-from dualdc.model import Entity, HostRole, Segment, Severity, TenantKind, Topology, Zone
+from dualdc.model import (
+    Entity,
+    HostRole,
+    Segment,
+    Severity,
+    TenantKind,
+    Topology,
+    Zone,
+    zone_traits,
+    zones_where,
+)
 from dualdc.policy import graph
 from dualdc.policy.engine import Context, Finding, Param, ParamValue, rule
 from dualdc.policy.rules.common import check_lists, conns_of, split, zones
@@ -15,11 +25,21 @@ from dualdc.policy.rules.common import check_lists, conns_of, split, zones
 ERROR = Severity.ERROR
 
 
+#: The defaults of ``exposed_zones`` and ``protected_zones``: the zone kinds with that trait.
+_EXPOSED = ",".join(z.value for z in zones_where("exposed"))
+_PROTECTED = ",".join(z.value for z in zones_where("protected"))
+
+
 def _zone_params(params: dict[str, ParamValue]) -> dict[str, str]:
     bad = check_lists(exposed_zones="zone", protected_zones="zone")(params)
     if not bad and zones(params["exposed_zones"]) & zones(params["protected_zones"]):
         bad["protected_zones"] = "a zone cannot be both exposed and protected"
     return bad
+
+
+def _institutions(zone: Zone | None) -> bool:
+    """Whether links to outside institutions land in the zone (``ZoneTraits.institutions``)."""
+    return zone is not None and zone_traits(zone).institutions
 
 
 def _segment_zones(topology: Topology) -> dict[str, Zone]:
@@ -36,8 +56,8 @@ def _ports(conn: Connection) -> str:
     severity=ERROR,
     source="전자금융감독규정 제15조 제1항 제3호 (망분리)",
     params={
-        "exposed_zones": Param("dmz", "Zones treated as exposed, like the internet (comma-separated)."),
-        "protected_zones": Param("internal", "Zones nothing exposed may reach (comma-separated)."),
+        "exposed_zones": Param(_EXPOSED, "Zones treated as exposed, like the internet (comma-separated)."),
+        "protected_zones": Param(_PROTECTED, "Zones nothing exposed may reach (comma-separated)."),
         "relay_ports_declared": Param(
             True, "A relay hop's ports must all be ports the relay service declares."
         ),
@@ -117,8 +137,8 @@ def ns01(ctx: Context) -> Iterator[Finding]:
     severity=ERROR,
     source="전자금융감독규정 제15조 제1항 제5호",
     params={
-        "exposed_zones": Param("dmz", "Zones on one side of the split (comma-separated)."),
-        "protected_zones": Param("internal", "Zones on the other side (comma-separated)."),
+        "exposed_zones": Param(_EXPOSED, "Zones on one side of the split (comma-separated)."),
+        "protected_zones": Param(_PROTECTED, "Zones on the other side (comma-separated)."),
     },
     param_check=_zone_params,
     edition="감독규정 2025-02-05",
@@ -294,7 +314,7 @@ def ext01(ctx: Context) -> Iterator[Finding]:
                 )
                 field_name = "source" if dst_inst else "destination"
             else:
-                wrong = sorted({o.segment or o.node for o in others if o.zone is not Zone.EXTERNAL})
+                wrong = sorted({o.segment or o.node for o in others if not _institutions(o.zone)})
                 if wrong:
                     problems.append(
                         f"its other end {other_ref} lies outside the external zone "
@@ -319,7 +339,7 @@ def ext01(ctx: Context) -> Iterator[Finding]:
                 if extra:
                     problems.append(f"ports {', '.join(map(str, extra))} are not ports {svc.name} declares")
         else:
-            ext_ends = [c for c in conns if Zone.EXTERNAL in (c.source.zone, c.destination.zone)]
+            ext_ends = [c for c in conns if _institutions(c.source.zone) or _institutions(c.destination.zone)]
             if ext_ends:
                 if INTERNET in (flow.source, flow.destination):
                     problems.append(

@@ -22,6 +22,7 @@ from dualdc.model import (
     Severity,
     Zone,
     today_pin_allowed,
+    zone_traits,
 )
 from dualdc.policy.engine import Context, Finding, Param, rule, waiver_target
 from dualdc.policy.rules.common import conns_of
@@ -231,7 +232,7 @@ def str07(ctx: Context) -> Iterator[Finding]:
     mgmt: set[tuple[str, int, int]] = set()  # (site, prefix length, network address)
     lengths: set[int] = set()
     for seg in topo.segments:
-        if seg.zone is Zone.MGMT:
+        if zone_traits(seg.zone).admin:
             mgmt.add((seg.site, seg.cidr.prefixlen, int(seg.cidr.network_address)))
             lengths.add(seg.cidr.prefixlen)
     for host in topo.hosts:

@@ -1,7 +1,7 @@
 """The one scrubbing every text dualdc shows or writes passes through (errors, reports, logs, audit).
 
 It sits at the bottom of the package (it imports nothing of dualdc), so the loader, the
-command line and the operations can all use it; :mod:`dualdc.ops.redact` re-exports it.
+command line and the operations can all use it; it lives in :mod:`dualdc.base`.
 
 :func:`scrub` masks
 
