@@ -355,7 +355,7 @@ def sshd(p: SshdParams, obs: dict[str, Any], ctx: Context) -> Verdict:
     """One effective sshd setting, as ``sshd -T`` reports it."""
     parts = []
     if p.equals is not None:
-        parts.append(f"= {p.equals}")
+        parts.append(f"= {resolve(p.equals, ctx)}")
     if p.max is not None:
         parts.append(f"<= {p.max}")
     if p.allowed is not None:
@@ -365,10 +365,11 @@ def sshd(p: SshdParams, obs: dict[str, Any], ctx: Context) -> Verdict:
         return Verdict(Outcome.FAIL, f"sshd -T failed: {obs['sshd_error']}", expected)
     config = obs.get("sshd", {})
     value = config.get(p.option)
+    equals = None if p.equals is None else str(resolve(p.equals, ctx))
     if value is None:
         return Verdict(Outcome.FAIL, f"sshd -T does not report {p.option}", expected)
     seen = f"{p.option} {value}"
-    if p.equals is not None and value != p.equals:
+    if equals is not None and value != equals:
         return Verdict(Outcome.FAIL, seen, expected)
     if p.max is not None:
         first = re.match(r"\d+", value)
