@@ -153,3 +153,17 @@ def test_sshd_as_written_passes_every_ssh_check(
                 assert verdict.outcome is Outcome.PASS, (control.id, verdict)
                 judged += 1
     assert judged >= 15
+
+
+def test_only_differing_parameters_are_set_live_and_missing_ones_are_left_alone(renderer: Renderer) -> None:
+    keys = renderer.var("hardening", "gj-log-01", "_hardening_live_keys")
+    wanted = renderer.var("hardening", "gj-log-01", "hardening_sysctls")
+    lines = [str(wanted[k]) for k in keys]
+    lines[0] = "7" if lines[0] != "7" else "8"  # one differs
+    lines[1] = "-"  # one this namespace lacks
+    diff = renderer.var("hardening", "gj-log-01", "_hardening_live_diff",
+                        {"_hardening_live": {"stdout_lines": lines}})
+    assert diff == [f"{keys[0]}={wanted[keys[0]]}"]
+    same = renderer.var("hardening", "gj-log-01", "_hardening_live_diff",
+                        {"_hardening_live": {"stdout_lines": [str(wanted[k]) for k in keys]}})
+    assert same == []

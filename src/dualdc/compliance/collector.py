@@ -193,7 +193,7 @@ if needs["scan"]:
             scanned += 1
             if stat.S_ISLNK(st.st_mode):
                 continue
-            if st.st_mode & stat.S_IWOTH and not stat.S_ISSOCK(st.st_mode):
+            if st.st_mode & stat.S_IWOTH and stat.S_ISREG(st.st_mode):
                 ww.append(path)
             if st.st_uid not in uids or st.st_gid not in gids_:
                 unowned.append(path)
