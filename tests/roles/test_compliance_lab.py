@@ -46,7 +46,7 @@ def sh(lab: Any, host: str, script: str) -> None:
 
 def test_compliance_passes_on_every_lab_host(deployed: dict[str, Any], tmp_path: Path) -> None:
     assert deployed["done"].returncode == 0, deployed["done"].stdout[-3000:]
-    print(f"deploy (fresh lab): {deployed['report']['duration_seconds']:.1f} s")  # noqa: T201
+    print(f"deploy (fresh lab): {deployed['report']['duration_seconds']:.1f} s")
     out = tmp_path / "compliance.json"
     started = time.monotonic()
     done = invoke("compliance", "--env", "lab", "--format", "json", "--output", str(out))
