@@ -166,6 +166,13 @@ CASES: list[tuple[str, dict[str, Any], dict[str, Any], dict[str, Any], str]] = [
         "/usr/bin/ls",
     ),
     (
+        "acct",
+        {},
+        {"acct": {"file": True, "active": True, "size": 640}},
+        {"acct": {"file": True, "active": False, "size": 0}},
+        "accounting is off",
+    ),
+    (
         "nft_table",
         {},
         {

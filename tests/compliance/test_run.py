@@ -117,6 +117,7 @@ def healthy(topology: Topology, host: str) -> dict[str, Any]:
         "dev_regular": [],
         "scanned": 12000,
         "aide": {"database": True, "changes": [], "database_time": 1},
+        "acct": {"file": True, "active": True, "size": 640},
         "nft": "table inet dualdc {\n chain input {\n"
         " type filter hook input priority filter; policy drop;\n }\n}",
     }

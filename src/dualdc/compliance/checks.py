@@ -62,6 +62,7 @@ class Needs:
     scan: bool = False
     aide: bool = False
     nft: bool = False
+    acct: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -76,6 +77,7 @@ class Needs:
             "scan": self.scan,
             "aide": self.aide,
             "nft": self.nft,
+            "acct": self.acct,
         }
 
 
@@ -716,3 +718,21 @@ def nft_table(p: NoParams, obs: dict[str, Any], ctx: Context) -> Verdict:
     if re.search(r"hook input priority \S+; policy drop;", text):
         return Verdict(Outcome.PASS, "table inet dualdc loaded, input policy drop", expected)
     return Verdict(Outcome.FAIL, "table inet dualdc loaded, but input is not dropped by default", expected)
+
+
+def _acct_needs(p: NoParams, n: Needs) -> None:
+    n.acct = True
+
+
+@checker("acct", NoParams, _acct_needs)
+def acct(p: NoParams, obs: dict[str, Any], ctx: Context) -> Verdict:
+    """Process accounting is on: its file grows when a process ends."""
+    expected = "/var/log/account/pacct grows when a process ends"
+    found = obs.get("acct") or {}
+    if not found.get("file"):
+        return Verdict(Outcome.FAIL, "/var/log/account/pacct is missing", expected)
+    size = found.get("size")
+    if not found.get("active"):
+        return Verdict(Outcome.FAIL, f"/var/log/account/pacct ({size} bytes) did not grow: accounting is off",
+                       expected)
+    return Verdict(Outcome.PASS, f"accounting on (/var/log/account/pacct, {size} bytes)", expected)

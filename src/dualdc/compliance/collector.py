@@ -237,6 +237,16 @@ if needs["aide"]:
         aide["exit"] = code
     out["aide"] = aide
 
+if needs["acct"]:
+    pacct = "/var/log/account/pacct"
+    try:
+        before = os.stat(pacct).st_size
+        run(["/bin/true"])
+        after = os.stat(pacct).st_size
+        out["acct"] = {"file": True, "active": after > before, "size": after}
+    except OSError:
+        out["acct"] = {"file": False, "active": False}
+
 if needs["nft"]:
     code, text, _ = run(["nft", "list", "table", "inet", "dualdc"])
     out["nft"] = text if code == 0 else ""
