@@ -473,6 +473,10 @@ class AccountsParams(Params):
         pattern=r"^(uid0_only_root|unique_uids|shadowed|groups_exist|logins_in_model|homes)$",
         description="uid0_only_root, unique_uids, shadowed, groups_exist, logins_in_model or homes.",
     )
+    service_accounts: list[str] = Field(
+        default_factory=list,
+        description="System accounts that keep their package's shell but never log in (no password, no key).",
+    )
 
 
 def _accounts_needs(p: AccountsParams, n: Needs) -> None:
@@ -511,7 +515,7 @@ def accounts(p: AccountsParams, obs: dict[str, Any], ctx: Context) -> Verdict:
             Outcome.PASS, f"{len(passwd)} accounts, every password field 'x'", "every password in /etc/shadow"
         )
     if p.rule == "logins_in_model":
-        allowed = {"root", *resolve("$admins", ctx)}
+        allowed = {"root", *resolve("$admins", ctx), *p.service_accounts}
         shells = ("/usr/sbin/nologin", "/sbin/nologin", "/bin/false", "/usr/bin/false", "/bin/sync")
         logins = [e[0] for e in passwd if e[6] not in shells]
         extra = [name for name in logins if name not in allowed]
