@@ -264,3 +264,24 @@ def test_junit_acknowledgement_cases_point_at_the_ledger_entry(tmp_path: Path) -
     case = _junit_cases(report)["host:jj-log-01/base : Harden*"]
     assert case.find("failure") is not None  # expired
     assert case.get("file", "").endswith("drift-ack.yaml") and case.get("line") == "2"
+
+
+def test_aide_findings_are_drift_items_with_stable_ids() -> None:
+    """What no role manages (a changed binary, a new setuid file) is drift, one item per file."""
+    lab = load_environment("lab")
+    hosts = {h.name: HostSummary(ok=40) for h in lab.hosts if h.site == "gwangju"}
+    hosts["gj-db-kj-01"] = HostSummary(ok=39, changed=1)
+    aide = Diff.from_ansible({"before_header": "AIDE baseline /var/lib/aide/dualdc.db",
+                              "after_header": "the host now", "before": "",
+                              "after": "changed /usr/bin/ls\nadded /usr/local/bin/sh-suid\n"}, None)
+    assert aide is not None
+    found = TaskResult(host="gj-db-kj-01", task="Compare the files with the AIDE baseline", role="integrity",
+                       action="dualdc_aide", status=Status.CHANGED, changed=True, diff=[aide])
+    layer = host_layer_from_run(lab, ["gwangju"], run_result([found], hosts)).layer
+    assert [i.id for i in layer.items] == ["host:gj-db-kj-01/aide:/usr/bin/ls",
+                                           "host:gj-db-kj-01/aide:/usr/local/bin/sh-suid"]
+    assert layer.items[0].file == "/usr/bin/ls" and "changed" in layer.items[0].summary
+    assert {t.name: t.status for t in layer.checked}["gj-db-kj-01"] is TargetStatus.DRIFT
+    # the same finding in the next run has the same id (an acknowledgement can name it)
+    again = host_layer_from_run(lab, ["gwangju"], run_result([found], hosts)).layer
+    assert [i.id for i in again.items] == [i.id for i in layer.items]
