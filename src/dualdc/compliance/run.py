@@ -16,15 +16,16 @@ import subprocess
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from dualdc.base.redact import scrub
 from dualdc.compliance.catalogue import Catalogue, Control, SourceName, load_catalogue
 from dualdc.compliance.checks import CHECKS, Context, Needs, Outcome, Verdict
 from dualdc.compliance.collector import SCRIPT
 from dualdc.model import Host, Topology
-from dualdc.redact import scrub
 
 #: Runs the collector on a host: (host, argument) -> (exit code, stdout, stderr); 255 unreachable.
 Collect = Callable[[str, str], tuple[int, str, str]]
@@ -203,9 +204,10 @@ def ssh_collect(topology: Topology) -> Collect:
     """The collector over SSH (the lab's own ssh config on the lab twin, else ssh_user@mgmt address)."""
     env = topology.environment
     if env.lab:
-        from dualdc.lab.config import ssh_dir  # noqa: PLC0415
+        from dualdc.inventory import lab_connection  # noqa: PLC0415
 
-        config = str(ssh_dir(env.name) / "config")
+        # the ssh_config lab.up writes beside the key it publishes for the inventory
+        config = str(Path(lab_connection(env.name)["private_key"]).parent / "config")
 
     def run(host: str, argument: str) -> tuple[int, str, str]:
         base = ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5"]
