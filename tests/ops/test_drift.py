@@ -285,3 +285,22 @@ def test_aide_findings_are_drift_items_with_stable_ids() -> None:
     # the same finding in the next run has the same id (an acknowledgement can name it)
     again = host_layer_from_run(lab, ["gwangju"], run_result([found], hosts)).layer
     assert [i.id for i in again.items] == [i.id for i in layer.items]
+
+
+def test_a_file_a_role_reports_is_not_reported_again_by_aide() -> None:
+    """A changed file that a role manages is that role's drift, with its diff: AIDE seeing the same
+    file adds nothing; a file no role manages stays AIDE's item."""
+    lab = load_environment("lab")
+    hosts = {h.name: HostSummary(ok=40) for h in lab.hosts if h.site == "gwangju"}
+    hosts["gj-log-01"] = HostSummary(ok=38, changed=2)
+    aide = Diff.from_ansible({"before_header": "AIDE baseline /var/lib/aide/dualdc.db",
+                              "after_header": "the host now", "before": "",
+                              "after": "changed /etc/ssh/sshd_config\nchanged /usr/bin/ls\n"}, None)
+    assert aide is not None
+    by_aide = TaskResult(host="gj-log-01", task="Compare the files with the AIDE baseline", role="integrity",
+                         action="dualdc_aide", status=Status.CHANGED, changed=True, diff=[aide])
+    by_role = TaskResult(host="gj-log-01", task="Harden sshd", role="base", action="ansible.builtin.template",
+                         status=Status.CHANGED, changed=True, target="/etc/ssh/sshd_config")
+    layer = host_layer_from_run(lab, ["gwangju"], run_result([by_role, by_aide], hosts)).layer
+    assert sorted(i.id for i in layer.items) == ["host:gj-log-01/aide:/usr/bin/ls",
+                                                 "host:gj-log-01/base : Harden sshd"]

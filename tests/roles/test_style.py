@@ -109,5 +109,6 @@ def test_no_role_keeps_a_copy_of_the_package_install() -> None:
     for role in ROLE_NAMES:
         for _, task in _tasks(role):
             # k8s_node and gpu_worker install from their own internal repository (pinned, held)
-            if "ansible.builtin.apt" in task and role not in ("packages", "hardening", "k8s_node", "gpu_worker"):
+            own_repository = ("k8s_node", "gpu_worker")
+            if "ansible.builtin.apt" in task and role not in ("packages", "hardening", *own_repository):
                 raise AssertionError(f"{role}: {task['name']} installs packages itself")

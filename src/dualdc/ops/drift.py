@@ -254,7 +254,10 @@ def host_layer_from_run(topology: Topology, sites: list[str], result: RunResult)
             )
             if target and not is_file:
                 items[item_id].summary = f"{label}: {task.action.rsplit('.', 1)[-1]} {target} would change"
-        layer.items.extend(items.values())
+        # A file a role reports as changed is that role's drift; AIDE seeing the same file is the
+        # same difference, not one that no role manages: keep the role's item, which has the diff.
+        managed = {i.file for i in items.values() if i.file and "/aide:" not in i.id}
+        layer.items.extend(i for i in items.values() if not ("/aide:" in i.id and i.file in managed))
         failed = [t for t in tasks if t.status is Status.FAILED and not t.ignored]
         unreachable = [t for t in tasks if t.status is Status.UNREACHABLE]
         if summary is None:
