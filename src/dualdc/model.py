@@ -453,22 +453,6 @@ class AccessPolicy(Entity):
     lockout_attempts: int = Field(ge=1, le=100, description="Failed logins before an account locks (PW-01).")
     lockout_seconds: int = Field(ge=0, description="How long a locked account stays locked; 0 = until reset.")
     idle_timeout_seconds: int = Field(ge=0, description="Idle shell session timeout; 0 means none (PW-01).")
-    password_min_length: int = Field(
-        default=10, ge=8, le=128,
-        description="Shortest password pam_pwquality accepts (KISA U-46).",
-    )
-    password_min_classes: int = Field(
-        default=3, ge=1, le=4,
-        description="Character classes a password needs (KISA U-02: 3 classes, or 2 at 10+).",
-    )
-    password_max_days: int = Field(default=90, ge=1, le=365,
-                                   description="Password maximum age in days (KISA U-47).")
-    password_min_days: int = Field(default=1, ge=0, le=30,
-                                   description="Password minimum age in days (KISA U-48).")
-    password_warn_days: int = Field(default=7, ge=0, le=30,
-                                    description="Days of warning before a password expires.")
-    su_group: Name = Field(default="dualdc-su",
-                           description="The only group whose members may use su (KISA U-45).")
 
 
 class LogRetention(Entity):

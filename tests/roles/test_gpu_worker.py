@@ -128,6 +128,6 @@ def test_production_installs_only_from_the_internal_mirror(renderer: Renderer) -
 @pytest.mark.parametrize("env", ["lab", "production"])
 def test_the_playbook_gives_gpu_workers_the_role_and_cluster_nodes_the_runtime(env: str) -> None:
     play = yaml.safe_load((ROOT / "playbooks" / "site.yml").read_text(encoding="utf-8"))[0]
-    conditions = {t["ansible.builtin.include_role"]["name"]: t.get("when") for t in play["tasks"]}
+    conditions = {t["ansible.builtin.include_role"]["name"]: t["when"] for t in play["tasks"]}
     assert conditions["gpu_worker"] == "'role_gpu_worker' in group_names"
     assert "role_gpu_worker" in conditions["container_runtime"] and "dualdc_cluster" in conditions["k8s_node"]

@@ -22,12 +22,9 @@ from __future__ import annotations
 LAYERS: tuple[tuple[str, tuple[tuple[str, ...], ...]], ...] = (
     ("base", (("dualdc.base",),)),
     ("model", (("dualdc.model", "dualdc.loader", "dualdc.flows", "dualdc.databases", "dualdc.labels"),)),
-    # the controls catalogue is data the policy reads (waivers of HB-nn controls); the
-    # checking of live hosts (dualdc.compliance.run) stands with the other host layers
-    ("policy", (("dualdc.policy", "dualdc.schema", "dualdc.drevidence", "dualdc.compliance.catalogue",
-                 "dualdc.compliance.checks"),)),
+    ("policy", (("dualdc.policy", "dualdc.schema", "dualdc.drevidence"),)),
     ("layers", (
-        ("dualdc.inventory", "dualdc.ansible", "dualdc.collection", "dualdc.compliance"),  # hosts
+        ("dualdc.inventory", "dualdc.ansible", "dualdc.collection"),   # hosts
         ("dualdc.stacks", "dualdc.render", "dualdc.pulumi"),           # Kubernetes stacks
         ("dualdc.lab",),                                               # the lab twin
     )),

@@ -53,10 +53,6 @@ BASE_PACKAGES: tuple[str, ...] = (
     "pgbackrest",
     "cron",
     "openssl",
-    # the host baseline (controls HB-nn): password quality, process accounting, file integrity
-    "libpam-pwquality",
-    "acct",
-    "aide",
 )
 
 DEFAULT_CACHE_DIR = Path("/var/cache/dualdc/lab")

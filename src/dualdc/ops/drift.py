@@ -140,45 +140,6 @@ def host_file(task: TaskResult) -> str | None:
     return None
 
 
-def aide_items(host: str, site: str, segment: str, label: str, task: TaskResult) -> list[DriftItem]:
-    """AIDE's findings in a check run: one drift item per file, with a stable id.
-
-    ``host:<host>/aide:<path>`` stays the same from one run to the next while the file
-    differs from the baseline, so an acknowledgement or a ticket can name it. What no role
-    manages (a changed binary, a new setuid file) is drift here, as a role's change is.
-    """
-    found: list[DriftItem] = []
-    for diff in task.diff:
-        for line in diff.unified.splitlines():
-            if not line.startswith("+") or line.startswith("+++"):
-                continue
-            what, _, path = line[1:].strip().partition(" ")
-            if not path.startswith("/"):
-                continue
-            found.append(DriftItem(
-                id=f"host:{host}/aide:{path}",
-                layer=Layer.HOSTS,
-                target=host,
-                status=ItemStatus.DRIFT,
-                summary=f"AIDE: {path} {what} since the baseline (no role made this change; "
-                        "a converge takes it as the new baseline)",
-                site=site,
-                host=host,
-                task=label,
-                action=task.action,
-                file=path,
-                segments=[segment],
-                diff=scrub(f"{what} {path}\n"),
-            ))
-    if not found:  # no baseline yet, or a diff in another shape: the task itself is the item
-        found.append(DriftItem(
-            id=f"host:{host}/{label}", layer=Layer.HOSTS, target=host, status=ItemStatus.DRIFT,
-            summary=f"{label}: {scrub(task.msg or 'would change the AIDE baseline')}", site=site, host=host,
-            task=label, action=task.action, segments=[segment],
-        ))
-    return found
-
-
 @dataclass
 class HostLayer:
     layer: LayerReport
@@ -226,10 +187,6 @@ def host_layer_from_run(topology: Topology, sites: list[str], result: RunResult)
             if task.status is not Status.CHANGED or task.handler:
                 continue
             label = task_label(task)
-            if task.action.rsplit(".", 1)[-1] == "dualdc_aide":
-                for item in aide_items(host.name, host.site, segment, label, task):
-                    items.setdefault(item.id, item)
-                continue
             item_id = f"host:{host.name}/{label}"
             diff = "".join(d.unified if d.unified.endswith("\n") else d.unified + "\n" for d in task.diff)
             target = task.target
@@ -254,10 +211,7 @@ def host_layer_from_run(topology: Topology, sites: list[str], result: RunResult)
             )
             if target and not is_file:
                 items[item_id].summary = f"{label}: {task.action.rsplit('.', 1)[-1]} {target} would change"
-        # A file a role reports as changed is that role's drift; AIDE seeing the same file is the
-        # same difference, not one that no role manages: keep the role's item, which has the diff.
-        managed = {i.file for i in items.values() if i.file and "/aide:" not in i.id}
-        layer.items.extend(i for i in items.values() if not ("/aide:" in i.id and i.file in managed))
+        layer.items.extend(items.values())
         failed = [t for t in tasks if t.status is Status.FAILED and not t.ignored]
         unreachable = [t for t in tasks if t.status is Status.UNREACHABLE]
         if summary is None:

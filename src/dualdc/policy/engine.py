@@ -280,7 +280,7 @@ def resolve_params(topology: Topology) -> dict[str, dict[str, ParamValue]]:
     for i, waiver in enumerate(topology.waivers):
         loc = waiver.field_location("rule")
         where = (loc.file, loc.line, loc.column) if loc else ("<topology>", 0, 0)
-        if waiver.rule not in RULES and not _is_control(waiver.rule):
+        if waiver.rule not in RULES:
             problems.append(
                 LoadProblem(
                     *where,
@@ -288,7 +288,7 @@ def resolve_params(topology: Topology) -> dict[str, dict[str, ParamValue]]:
                     f"unknown rule id {waiver.rule!r}; expected one of {', '.join(sorted(RULES))}",
                 )
             )
-        elif waiver.rule in RULES and not RULES[waiver.rule].waivable:
+        elif not RULES[waiver.rule].waivable:
             problems.append(
                 LoadProblem(
                     *where, f"waivers[{i}].rule", f"{waiver.rule} cannot be waived: fix the topology instead"
@@ -361,15 +361,8 @@ def _apply_waivers(topology: Topology, results: list[RuleResult], today: dt.date
             w.location,
         )
         for w in topology.waivers
-        if w.expires >= today and (w.rule, w.target) not in used and w.rule in RULES
+        if w.expires >= today and (w.rule, w.target) not in used
     ]
-
-
-def _is_control(rule_id: str) -> bool:
-    """A host baseline control (HB-nn): its waivers are judged by ``invoke compliance`` on the hosts."""
-    from dualdc.compliance.catalogue import load_catalogue  # noqa: PLC0415
-
-    return any(c.id == rule_id for c in load_catalogue().controls)
 
 
 def waiver_target(waiver: Waiver) -> str:
