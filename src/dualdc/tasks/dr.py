@@ -21,8 +21,9 @@ from dualdc.ops import audit, drdrill, drrestore, drstate, drstatus, drswitch
 from dualdc.ops.audit import Result
 from dualdc.ops.lock import LockError, LockHeldError, current_host, current_user
 from dualdc.ops.run import Interrupted, guarded_run
+from dualdc.tasks import options
 
-ENV_HELP = "Environment under inventories/ (default: lab)."
+ENV_HELP = options.HELP["env"]
 RENDERERS = {"text": drstatus.render_text, "json": drstatus.render_json, "markdown": drstatus.render_markdown}
 
 
@@ -33,7 +34,7 @@ RENDERERS = {"text": drstatus.render_text, "json": drstatus.render_json, "markdo
         "format": "text (people), json (machines) or markdown (a PR or ticket).",
     }
 )
-def status(c: Context, env: str = "lab", service: str = "", format: str = "text") -> None:
+def status(c: Context, env: str | None = None, service: str = "", format: str = "text") -> None:
     """Each host database's DR health from PostgreSQL's views and pgBackRest, against the model.
 
     For every database: its primary, each standby's state (streaming, catching up, down), replay
@@ -42,6 +43,7 @@ def status(c: Context, env: str = "lab", service: str = "", format: str = "text"
     against the schedule. Exit 0 healthy, 2 a target missed, 3 something unreachable (a lab
     that is down), 1 bad input.
     """
+    env = options.env_of(c, env)
     if format not in RENDERERS:
         raise cli.input_error(f"--format must be one of {', '.join(RENDERERS)}, not {format!r}")
     topology = cli.load(env)
@@ -158,7 +160,9 @@ ALL_HELP = "Every host database of the environment."
 
 @task(help={"env": ENV_HELP, "service": SERVICE_HELP, "all": ALL_HELP,
             "to": "The site whose standby becomes primary."})
-def switchover(c: Context, env: str = "lab", service: str = "", all: bool = False, to: str = "") -> None:
+def switchover(
+    c: Context, env: str | None = None, service: str = "", all: bool = False, to: str = ""
+) -> None:
     """Planned switchover with no data loss: fence the primary, wait for the standby, promote it.
 
     The primary is shut down cleanly (sessions refused, nothing acknowledged lost); the standby at
@@ -167,6 +171,7 @@ def switchover(c: Context, env: str = "lab", service: str = "", all: bool = Fals
     service is not replicated to --to. Exit 0 done (or already so), 1 bad input, 2 refused or a
     step failed, 3 a host unreachable. Run it again after an interruption to finish.
     """
+    env = options.env_of(c, env)
     topology = cli.load(env)
     site = _site(topology, to)
     run_dr(env, "switchover", [service], all, act=lambda p: p.switchover(site),
@@ -175,13 +180,16 @@ def switchover(c: Context, env: str = "lab", service: str = "", all: bool = Fals
 
 @task(help={"env": ENV_HELP, "service": SERVICE_HELP, "all": ALL_HELP,
             "to": "The site whose standby is promoted (the surviving site)."})
-def failover(c: Context, env: str = "lab", service: str = "", all: bool = False, to: str = "") -> None:
+def failover(
+    c: Context, env: str | None = None, service: str = "", all: bool = False, to: str = ""
+) -> None:
     """Unplanned failover: promote the standby at --to and fence the old primary for good.
 
     The old primary is stopped with a recovery signal when it can be reached; when it cannot, it is
     recorded as fenced (a converge leaves it stopped, and its start guard brings it up read-only on
     return). Reports the data-loss window. Exit codes as dr.switchover.
     """
+    env = options.env_of(c, env)
     topology = cli.load(env)
     site = _site(topology, to)
     run_dr(env, "failover", [service], all, act=lambda p: p.failover(site),
@@ -189,12 +197,13 @@ def failover(c: Context, env: str = "lab", service: str = "", all: bool = False,
 
 
 @task(help={"env": ENV_HELP, "service": SERVICE_HELP, "all": ALL_HELP})
-def failback(c: Context, env: str = "lab", service: str = "", all: bool = False) -> None:
+def failback(c: Context, env: str | None = None, service: str = "", all: bool = False) -> None:
     """Rebuild every fenced or non-streaming host as a standby of the current primary (a fresh clone).
 
     Then every pair is protected again; switch back with dr.switchover if wanted.
     Exit codes as dr.switchover.
     """
+    env = options.env_of(c, env)
     run_dr(env, "failback", [service], all, act=lambda p: p.failback(),
            options={"service": service or None, "all": all})
 
@@ -244,7 +253,7 @@ def _plan(topology: Topology, services: list[Service], scenario: str) -> str:
             "scenario": "planned (switchover), site-down (a site fails) or link-cut (both links).",
             "service": SERVICE_HELP, "all": ALL_HELP,
             "execute": "Outside the lab twin, really run it (without: print the plan, change nothing)."})
-def drill(c: Context, env: str = "lab", scenario: str = "", service: str = "", *, all: bool = False,
+def drill(c: Context, env: str | None = None, scenario: str = "", service: str = "", *, all: bool = False,
           execute: bool = False) -> None:
     """Rehearse a site takeover: workload, fault, failover, RTO/RPO, consistency, failback, evidence.
 
@@ -253,6 +262,7 @@ def drill(c: Context, env: str = "lab", scenario: str = "", service: str = "", *
     target met, 2 one missed (RTO, RPO, consistency, two writable primaries), 1 bad input, 3 a host
     unreachable.
     """
+    env = options.env_of(c, env)
     if scenario not in drdrill.SCENARIOS:
         raise cli.input_error(f"--scenario must be one of {', '.join(drdrill.SCENARIOS)}, not {scenario!r}")
     topology = cli.load(env)
@@ -319,7 +329,7 @@ def drill(c: Context, env: str = "lab", scenario: str = "", service: str = "", *
 
 @task(name="restore-test",
       help={"env": ENV_HELP, "service": "Only this service's database (default: every one)."})
-def restore_test(c: Context, env: str = "lab", service: str = "") -> None:
+def restore_test(c: Context, env: str | None = None, service: str = "") -> None:
     """Restore the latest backup into a scratch instance on the backup host and check it against the source.
 
     pgbackrest verify, restore into a scratch folder (the repository is only read), a scratch
@@ -327,6 +337,7 @@ def restore_test(c: Context, env: str = "lab", service: str = "") -> None:
     against the running primary, then the scratch instance is removed. Exit 0 passed, 2 a check
     failed, 1 bad input, 3 a host unreachable.
     """
+    env = options.env_of(c, env)
     topology = cli.load(env)
     chosen = _services(topology, service, not service)
     try:
