@@ -316,7 +316,7 @@ class _RunGuard:
         for pid in roots:
             _signal(pid, signal.SIGTERM)
         deadline = time.monotonic() + 3
-        while time.monotonic() < deadline and any(_alive(pid) for pid in tree):
+        while time.monotonic() < deadline and any(running(pid) for pid in tree):
             time.sleep(0.1)
         for pid in tree:
             _signal(pid, signal.SIGKILL)
@@ -326,10 +326,6 @@ class _RunGuard:
 def _signal(pid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.kill(pid, sig)
-
-
-def _alive(pid: int) -> bool:
-    return running(pid)
 
 
 def run_playbook(run: PlaybookRun, on_event: EventSink | None = None) -> RunResult:
