@@ -49,16 +49,25 @@ def test_a_restarted_host_starts_only_the_daemons_a_converge_configured(tmp_path
     from dualdc.lab.hosts import services_script
 
     root = tmp_path / "root"
-    (root / "etc" / "init.d").mkdir(parents=True)
-    (root / "etc" / "cron.d").mkdir(parents=True)
+    for folder in ("init.d", "cron.d", "chrony"):
+        (root / "etc" / folder).mkdir(parents=True)
     started = tmp_path / "started"
-    for service in ("postgresql", "dualdc-pgbackrest", "cron"):
+    for service in ("chrony", "postgresql", "dualdc-pgbackrest", "cron"):
         script = root / "etc" / "init.d" / service
         script.write_text(f"#!/bin/sh\necho {service} $1 >> {started}\n", encoding="utf-8")
         script.chmod(0o755)
     (root / "etc" / "cron.d" / "dualdc-pgbackrest").write_text("", encoding="utf-8")
-    # no PostgreSQL cluster marker: postgresql is not one of them
+    # the package's chrony.conf, not the role's: chrony is not configured yet
+    chrony_conf = root / "etc" / "chrony" / "chrony.conf"
+    chrony_conf.write_text("pool 2.debian.pool.ntp.org iburst\n", encoding="utf-8")
+    # no PostgreSQL cluster marker: postgresql is not one of them; no rsyslog init script either
     script = services_script(str(root))
     done = subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "2"
     assert started.read_text(encoding="utf-8").splitlines() == ["dualdc-pgbackrest start", "cron start"]
+    # once the time_sync role wrote its chrony.conf, a restart starts chronyd too
+    chrony_conf.write_text("# Managed by dualdc (Ansible)\nserver 10.0.0.1 iburst\n", encoding="utf-8")
+    started.unlink()
+    done = subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "3"
+    assert started.read_text(encoding="utf-8").splitlines()[0] == "chrony start"

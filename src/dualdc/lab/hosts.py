@@ -251,8 +251,13 @@ def start_sshd(init: Proc, root: Path, name: str) -> bool:
 
 #: Daemons a converge set up, restarted when a host's init starts again (a host or site fault
 #: healed, lab.up after lab.down): each with the file that says the roles configured it.
+#: A marker given as ``path:text`` counts only when the file holds that text (the package ships
+#: the file too; the role's version names dualdc in its first line).
 SERVICES = (
-    # first: an old primary superseded while its site was down comes up read-only (dr.failover)
+    # time and logs first: every host's time_sync and audit roles keep them running
+    ("chrony", "/etc/chrony/chrony.conf:dualdc"),
+    ("rsyslog", "/etc/init.d/rsyslog"),          # installed by the audit role (Debian ships a unit only)
+    # an old primary superseded while its site was down comes up read-only (dr.failover)
     ("dualdc-pg-guard", "/var/lib/postgresql/.dualdc-15-main"),
     ("postgresql", "/var/lib/postgresql/.dualdc-15-main"),
     ("dualdc-pgbackrest", "/etc/init.d/dualdc-pgbackrest"),
@@ -262,8 +267,12 @@ SERVICES = (
 
 def services_script(root: str = "") -> str:
     """The shell script that starts each configured daemon (paths under ``root``, for tests)."""
+    def configured(marker: str) -> str:
+        path, _, text = marker.partition(":")
+        return f"grep -qsF {text} {root}{path}" if text else f"[ -e {root}{path} ]"
+
     return "n=0\n" + "".join(
-        f"if [ -e {root}{marker} ] && [ -x {root}/etc/init.d/{service} ]; then "
+        f"if {configured(marker)} && [ -x {root}/etc/init.d/{service} ]; then "
         f"{root}/etc/init.d/{service} start >/dev/null 2>&1 && n=$((n+1)); fi\n"
         for service, marker in SERVICES) + "echo $n\n"
 
