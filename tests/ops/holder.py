@@ -13,9 +13,9 @@ import sys
 import time
 from pathlib import Path
 
-from dualdc.ops.audit import Result
 from dualdc.ops.lock import EnvironmentLock
 from dualdc.ops.run import Interrupted, deferred_interrupts, guarded_run
+from dualdc.reports.header import Outcome
 
 root, mode = Path(sys.argv[1]), sys.argv[2]
 
@@ -38,7 +38,7 @@ try:
         else:
             print("ready", flush=True)
             time.sleep(30)
-        run.finish(Result.SUCCESS, 0, "done")
+        run.finish(Outcome.SUCCESS, 0, "done")
 except Interrupted as exc:
     print(f"interrupted {exc.signal_name}", flush=True)
     sys.exit(exc.exit_code)

@@ -19,14 +19,13 @@ from dualdc.ops.ack import Ledger
 from dualdc.ops.deploy import DeployError, DeploySpec, deploy, new_report
 from dualdc.reports.deploy import (
     DeployReport,
-    DeployResult,
     Step,
     StepStatus,
     render_deploy_markdown,
     render_deploy_text,
 )
 from dualdc.reports.drift import DriftReport
-from dualdc.reports.header import GitInfo
+from dualdc.reports.header import GitInfo, Outcome
 
 EMPTY = Ledger([], [], "")
 
@@ -97,7 +96,7 @@ def test_bad_input_exits_1_with_one_readable_line() -> None:
         assert done.returncode == 1 and expected in done.stderr and "Traceback" not in done.stderr
 
 
-def _report(result: DeployResult) -> DeployReport:
+def _report(result: Outcome) -> DeployReport:
     report = DeployReport(
         environment="lab",
         sites=["gwangju", "jeonju"],
@@ -139,7 +138,7 @@ def _report(result: DeployResult) -> DeployReport:
 
 
 def test_report_says_what_was_and_was_not_applied() -> None:
-    report = _report(DeployResult.FAILED)
+    report = _report(Outcome.FAILED)
     text = render_deploy_text(report)
     assert (
         "applied: gwangju:hosts, gwangju:stacks" in text

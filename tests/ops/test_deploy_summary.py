@@ -8,13 +8,12 @@ from dualdc.model import Layer
 from dualdc.reports.deploy import (
     PLAN_TASKS_SHOWN,
     DeployReport,
-    DeployResult,
     render_deploy_json,
     render_deploy_markdown,
     render_deploy_text,
 )
 from dualdc.reports.drift import DriftItem, DriftReport, ItemStatus, LayerReport, LayerStatus
-from dualdc.reports.header import GitInfo
+from dualdc.reports.header import GitInfo, Outcome
 
 DIFF_LINE = "+PermitRootLogin prohibit-password  # the secret-free body of a changed file"
 
@@ -34,7 +33,7 @@ def _planned(hosts: int, tasks: int) -> DeployReport:
     report = DeployReport(environment="lab", sites=["gwangju"], generated_at=when, git=git)
     report.plan = DriftReport(environment="lab", sites=["gwangju"], generated_at=when, git=git,
                               layers=[layer]).finalize()
-    return report.finish(DeployResult.PLANNED, 0, "plan only: pending changes; nothing applied")
+    return report.finish(Outcome.PLANNED, 0, "plan only: pending changes; nothing applied")
 
 
 def test_the_terminal_gets_what_changes_per_host_and_task_not_the_diffs() -> None:

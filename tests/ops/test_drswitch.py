@@ -22,6 +22,7 @@ from dualdc.loader import load_environment
 from dualdc.model import Topology
 from dualdc.ops import audit, drstate, drswitch
 from dualdc.ops.drswitch import DrError, Facts, Options, Pair
+from dualdc.reports.header import Outcome
 from dualdc.tasks import dr as drtasks
 
 SVC = "kj-core-banking"
@@ -333,14 +334,14 @@ def test_the_task_holds_the_lock_and_writes_the_audit_record(tmp_path: Path,
     assert outcomes[0].target == JJ
     records = audit.read("lab", tmp_path)
     assert [r.command for r in records] == ["dr.switchover"]
-    assert records[0].result is audit.Result.SUCCESS and records[0].exit_code == 0
+    assert records[0].result is Outcome.SUCCESS and records[0].exit_code == 0
     node.lagging.add(GJ)  # the old primary, now the standby, falls behind: switching back is refused
     node.write(JJ, 10)
     with pytest.raises(Exit) as err:
         drtasks.run_dr("lab", "switchover", [SVC], False, act=lambda p: p.switchover("gwangju"),
                        options={"service": SVC, "to": "gwangju"}, node=node)
     assert err.value.code == 2
-    assert audit.read("lab", tmp_path)[-1].result is audit.Result.FAILED
+    assert audit.read("lab", tmp_path)[-1].result is Outcome.FAILED
 
 
 def test_lsn_positions_convert_both_ways() -> None:

@@ -26,13 +26,13 @@ from dualdc.loader import load_environment
 from dualdc.model import Layer
 from dualdc.ops import audit
 from dualdc.ops.ack import Ledger
-from dualdc.ops.audit import Result
 from dualdc.ops.deploy import DeploySpec, deploy, new_report
 from dualdc.ops.drift import DriftRun, run_drift
 from dualdc.ops.lock import lock_holder
 from dualdc.ops.outputs import FORMATS, render_drift
 from dualdc.ops.run import guarded_run
 from dualdc.reports.deploy import render_deploy_json, render_deploy_markdown, render_deploy_text
+from dualdc.reports.header import Outcome
 
 pytestmark = [pytest.mark.lab, pytest.mark.slow, pytest.mark.timeout(3600)]
 
@@ -112,7 +112,7 @@ def test_deploy_from_a_fresh_lab_then_drift_is_clean(deployed: dict[str, Any], t
     probe = next(layer for layer in clean["layers"] if layer["layer"] == "lab")
     assert probe["status"] == "clean" and probe["checked"]
     record = audit.read("lab")[-1]
-    assert (record.command, record.result, record.exit_code) == ("drift", Result.SUCCESS, 0)
+    assert (record.command, record.result, record.exit_code) == ("drift", Outcome.SUCCESS, 0)
 
 
 def test_tampered_host_is_drift_that_names_host_task_and_file(
@@ -251,16 +251,16 @@ def test_sigint_during_a_deploy_and_a_concurrent_deploy_is_refused(
             first.wait(timeout=60)
     assert "interrupted by SIGINT" in log.read_text(encoding="utf-8")
     records = [r for r in audit.read("lab") if r.pid == first.pid]
-    assert [r.result for r in records] == [Result.INTERRUPTED]
+    assert [r.result for r in records] == [Outcome.INTERRUPTED]
     assert records[0].exit_code == 130 and "gwangju:hosts" in records[0].not_applied
     assert lock_holder("lab") is None
-    refused = [r for r in audit.read("lab") if r.result is Result.REFUSED]
+    refused = [r for r in audit.read("lab") if r.result is Outcome.REFUSED]
     assert refused and str(first.pid) in refused[-1].message
     runs = sorted((STATE / "artifacts").glob("*-apply-*"))
     assert (runs[-1] / "status").read_text(encoding="utf-8").strip() == "canceled"
     again = invoke("deploy", "--env", "lab", "--site", "gwangju", "--yes")
     assert again.returncode == 0, again.stdout[-4000:] + again.stderr[-4000:]
-    assert audit.read("lab")[-1].result is Result.SUCCESS
+    assert audit.read("lab")[-1].result is Outcome.SUCCESS
 
 
 CANARY_PLAY = """\
@@ -344,7 +344,7 @@ def test_a_vault_secret_appears_in_no_log_report_or_artifact(
             report,
         )
         run.finish(
-            Result.SUCCESS if report.exit_code == 0 else Result.FAILED, report.exit_code, report.message
+            Outcome.SUCCESS if report.exit_code == 0 else Outcome.FAILED, report.exit_code, report.message
         )
     assert report.exit_code == 0, render_deploy_text(report)
     outputs += [render_deploy_text(report), render_deploy_json(report), render_deploy_markdown(report)]
@@ -363,7 +363,7 @@ def test_a_vault_secret_appears_in_no_log_report_or_artifact(
                 run_options=options,
             )
         )
-        run.finish(Result.DRIFT, drift.exit_code, drift.headline())
+        run.finish(Outcome.DRIFT, drift.exit_code, drift.headline())
     assert drift.exit_code == 2
     items = drift.items()
     assert [(i.host, i.task) for i in items] == [("gj-log-01", "Keep the canary secret in a root-only file")]

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from dualdc.ops import audit
-from dualdc.ops.audit import Result
 from dualdc.ops.lock import (
     EnvironmentLock,
     LockHeldError,
@@ -22,6 +21,7 @@ from dualdc.ops.lock import (
     lock_holder,
 )
 from dualdc.ops.run import guarded_run
+from dualdc.reports.header import Outcome
 
 HOLDER = Path(__file__).with_name("holder.py")
 
@@ -74,7 +74,7 @@ def test_second_run_is_refused_and_told_who_holds_the_lock(tmp_path: Path, holde
     holder_record = lock_holder("lab", tmp_path)
     assert holder_record is not None and holder_record.pid == holder.proc.pid
     records = audit.read("lab", tmp_path)
-    assert [(r.command, r.result, r.exit_code) for r in records] == [("drift", Result.REFUSED, 1)]
+    assert [(r.command, r.result, r.exit_code) for r in records] == [("drift", Outcome.REFUSED, 1)]
     assert f"pid {holder.proc.pid}" in records[0].message
 
 
@@ -88,7 +88,7 @@ def test_signal_releases_the_lock_and_records_interrupted(tmp_path: Path, holder
     records = audit.read("lab", tmp_path)
     assert len(records) == 1
     record = records[0]
-    assert record.result is Result.INTERRUPTED and record.exit_code == code
+    assert record.result is Outcome.INTERRUPTED and record.exit_code == code
     assert record.pid == holder.proc.pid and record.plan == {"hosts": 24}
     assert lock_holder("lab", tmp_path) is None
     # The lock is free and not even reported as stale: the run cleaned up.
@@ -102,7 +102,7 @@ def test_deferred_interrupt_lets_the_child_cancel_first(tmp_path: Path, holder_f
     returncode, output = holder.signal(signal.SIGTERM)
     assert "cancel seen" in output and "interrupted SIGTERM" in output
     assert returncode == 143
-    assert audit.read("lab", tmp_path)[-1].result is Result.INTERRUPTED
+    assert audit.read("lab", tmp_path)[-1].result is Outcome.INTERRUPTED
 
 
 @pytest.mark.parametrize("mode", ["crash", "kill"])
@@ -121,7 +121,7 @@ def test_stale_lock_is_detected_and_taken_over(tmp_path: Path, holder_factory, m
         assert "that process is gone" in run.notes[0]
         holder_record = lock_holder("lab", tmp_path)
         assert holder_record is not None and holder_record.pid == os.getpid()
-        run.finish(Result.SUCCESS, 0, "ok")
+        run.finish(Outcome.SUCCESS, 0, "ok")
     assert audit.read("lab", tmp_path)[-1].notes == run.notes
 
 
@@ -174,7 +174,7 @@ def test_exit_code_of_the_block_becomes_the_result(tmp_path: Path) -> None:
     with pytest.raises(Stop), guarded_run("lab", "drift", "invoke drift --env lab", ["gwangju"],
                                           root=tmp_path):
         raise Stop("drift found")
-    assert audit.read("lab", tmp_path)[-1].result is Result.DRIFT
+    assert audit.read("lab", tmp_path)[-1].result is Outcome.DRIFT
 
 
 def test_git_state_clean_and_dirty(tmp_path: Path) -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 import datetime as dt
 import os
 import subprocess
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -23,31 +22,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from dualdc.base import redact
 from dualdc.base.paths import ops_state
-from dualdc.reports.header import GitInfo
+from dualdc.reports.header import GitInfo, Outcome
 
 AUDIT_NAME = "audit.jsonl"
 GIT_TIMEOUT = 10
-
-
-class Result(StrEnum):
-    """How a run ended."""
-
-    SUCCESS = "success"
-    """Everything asked was done (deploy applied and verified; drift clean)."""
-    DRIFT = "drift"
-    """Drift or findings (exit 2)."""
-    UNVERIFIED = "unverified"
-    """Not everything could be verified, e.g. a host was unreachable (exit 3)."""
-    FAILED = "failed"
-    """A step failed (a task, a stack update, a post-deploy drift check)."""
-    ERROR = "error"
-    """Bad input or an environment problem; nothing was applied (exit 1)."""
-    DECLINED = "declined"
-    """The operator did not confirm the plan; nothing was applied."""
-    REFUSED = "refused"
-    """Another run held the lock; nothing was done."""
-    INTERRUPTED = "interrupted"
-    """SIGINT or SIGTERM stopped the run; the lock was released."""
 
 
 class AuditRecord(BaseModel):
@@ -73,7 +51,7 @@ class AuditRecord(BaseModel):
                                         "the run stopped before planning.")
     applied: list[str] = Field(default_factory=list, description="What was applied, e.g. 'gwangju:hosts'.")
     not_applied: list[str] = Field(default_factory=list, description="What was planned but not applied.")
-    result: Result = Field(description="How the run ended.")
+    result: Outcome = Field(description="How the run ended.")
     exit_code: int = Field(description="The process exit code.")
     message: str = Field(default="", description="One-line explanation of the result.")
     notes: list[str] = Field(default_factory=list,

@@ -33,11 +33,12 @@ from dualdc.ops.ack import Ledger
 from dualdc.ops.drift import DriftRun, EventSink, run_drift, sites_of
 from dualdc.ops.layer import LayerUnavailable, OpsLayer, environment_layers
 from dualdc.ops.run import Run
-from dualdc.reports.deploy import DeployReport, DeployResult, Step, StepStatus
+from dualdc.reports.deploy import DeployReport, Step, StepStatus
 from dualdc.reports.drift import (
     DriftReport,
     ItemStatus,
 )
+from dualdc.reports.header import Outcome
 
 
 class DeployError(Exception):
@@ -145,24 +146,24 @@ def deploy(spec: DeploySpec, report: DeployReport) -> DeployReport:
         note = f"; {errors} policy error(s) would block it" if errors else ""
         note += f"; not planned: {', '.join(unverified)}" if unverified else ""
         return _done(report, t0).finish(
-            DeployResult.PLANNED, code, f"plan only: {what}{note}; nothing applied"
+            Outcome.PLANNED, code, f"plan only: {what}{note}; nothing applied"
         )
     if errors:
         return _done(report, t0).finish(
-            DeployResult.BLOCKED,
+            Outcome.BLOCKED,
             ExitCode.FINDINGS,
             f"{errors} policy error(s) block the deploy (invoke validate shows them); nothing applied",
         )
     if unverified:
         return _done(report, t0).finish(
-            DeployResult.UNVERIFIED, ExitCode.UNVERIFIED,
+            Outcome.UNVERIFIED, ExitCode.UNVERIFIED,
             f"cannot plan {', '.join(unverified)}; nothing applied",
         )
     if not spec.yes:
         assert spec.confirm is not None  # checked before planning
         if not spec.confirm(report):
             return _done(report, t0).finish(
-                DeployResult.DECLINED, ExitCode.INPUT, "not confirmed; nothing applied"
+                Outcome.DECLINED, ExitCode.INPUT, "not confirmed; nothing applied"
             )
 
     applying = _Deployment(spec, report)
@@ -192,12 +193,12 @@ def deploy(spec: DeploySpec, report: DeployReport) -> DeployReport:
         step = next(s for s in reversed(report.steps) if s.status is StepStatus.FAILED)
         where = f"{step.site}: " if step.site else ""
         return _done(report, t0).finish(
-            DeployResult.FAILED,
+            Outcome.FAILED,
             ExitCode.FINDINGS,
             f"{where}{step.action} failed; stopped there (applied: {', '.join(report.applied) or 'nothing'})",
         )
     return _done(report, t0).finish(
-        DeployResult.SUCCESS, ExitCode.CLEAN, f"applied and verified: {', '.join(report.applied)}"
+        Outcome.SUCCESS, ExitCode.CLEAN, f"applied and verified: {', '.join(report.applied)}"
     )
 
 

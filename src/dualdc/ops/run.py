@@ -5,7 +5,7 @@
     with guarded_run("lab", "deploy", "invoke deploy --env lab", sites=["gwangju", "jeonju"]) as run:
         run.plan = {...}
         ...
-        run.finish(Result.SUCCESS, 0, "applied and verified")
+        run.finish(Outcome.SUCCESS, 0, "applied and verified")
 
 - A second run on the same environment raises :class:`~dualdc.ops.lock.LockHeldError` (and is
   recorded as ``refused``).
@@ -32,13 +32,14 @@ from types import FrameType
 from typing import Any
 
 from dualdc.ops import audit
-from dualdc.ops.audit import AuditRecord, Result
+from dualdc.ops.audit import AuditRecord
 from dualdc.ops.lock import EnvironmentLock, LockHeldError, current_host, current_user
+from dualdc.reports.header import Outcome
 
 HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 #: Exit codes by result when the block ends without calling :meth:`Run.finish`.
-EXIT_RESULTS = {0: Result.SUCCESS, 1: Result.ERROR, 2: Result.DRIFT, 3: Result.UNVERIFIED}
+EXIT_RESULTS = {0: Outcome.SUCCESS, 1: Outcome.ERROR, 2: Outcome.DRIFT, 3: Outcome.UNVERIFIED}
 
 
 class Interrupted(BaseException):
@@ -110,12 +111,12 @@ class Run:
     plan: dict[str, Any] | None = None
     applied: list[str] = field(default_factory=list)
     not_applied: list[str] = field(default_factory=list)
-    result: Result | None = None
+    result: Outcome | None = None
     exit_code: int | None = None
     message: str = ""
     notes: list[str] = field(default_factory=list)
 
-    def finish(self, result: Result, exit_code: int, message: str = "") -> None:
+    def finish(self, result: Outcome, exit_code: int, message: str = "") -> None:
         self.result = result
         self.exit_code = exit_code
         self.message = message
@@ -128,7 +129,7 @@ class Run:
             command=self.command, environment=self.env, sites=self.sites, options=self.options,
             user=current_user(), sudo_user=os.environ.get("SUDO_USER") or None, host=current_host(),
             pid=os.getpid(), git=audit.git_state(), plan=self.plan, applied=self.applied,
-            not_applied=self.not_applied, result=self.result or Result.ERROR,
+            not_applied=self.not_applied, result=self.result or Outcome.ERROR,
             exit_code=self.exit_code if self.exit_code is not None else 1, message=self.message,
             notes=self.notes,
         )
@@ -144,7 +145,7 @@ def guarded_run(env: str, command: str, command_line: str, sites: list[str], *,
     try:
         run.notes.extend(lock.acquire())
     except LockHeldError as exc:
-        run.finish(Result.REFUSED, 1, str(exc))
+        run.finish(Outcome.REFUSED, 1, str(exc))
         audit.append(run.record(), root)
         raise
     for note in run.notes:
@@ -158,21 +159,21 @@ def guarded_run(env: str, command: str, command_line: str, sites: list[str], *,
         yield run
         raise_if_interrupted()
         if run.result is None:
-            run.finish(Result.SUCCESS, 0, run.message)
+            run.finish(Outcome.SUCCESS, 0, run.message)
     except Interrupted as exc:
-        run.finish(Result.INTERRUPTED, exc.exit_code, f"{exc}; the lock was released, re-run to converge")
+        run.finish(Outcome.INTERRUPTED, exc.exit_code, f"{exc}; the lock was released, re-run to converge")
         raise
     except KeyboardInterrupt:
-        run.finish(Result.INTERRUPTED, 128 + signal.SIGINT, "interrupted by SIGINT; the lock was released, "
+        run.finish(Outcome.INTERRUPTED, 128 + signal.SIGINT, "interrupted by SIGINT; the lock was released, "
                    "re-run to converge")
         raise
     except BaseException as exc:
         code = getattr(exc, "code", None)
         if run.result is None:
             if isinstance(code, int):
-                run.finish(EXIT_RESULTS.get(code, Result.FAILED), code, _first_line(exc))
+                run.finish(EXIT_RESULTS.get(code, Outcome.FAILED), code, _first_line(exc))
             else:
-                run.finish(Result.ERROR, 1, f"{type(exc).__name__}: {_first_line(exc)}")
+                run.finish(Outcome.ERROR, 1, f"{type(exc).__name__}: {_first_line(exc)}")
         raise
     finally:
         for sig in HANDLED_SIGNALS:

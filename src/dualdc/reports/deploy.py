@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
 from dualdc.model import Layer
 from dualdc.reports.drift import DriftReport, render_markdown, render_text
-from dualdc.reports.header import ReportHeader
+from dualdc.reports.header import Outcome, ReportHeader
 
 
 class StepStatus(StrEnum):
@@ -23,21 +23,6 @@ class StepStatus(StrEnum):
     VERIFIED = "verified"
     FAILED = "failed"
     NOT_RUN = "not-run"
-
-
-class DeployResult(StrEnum):
-    SUCCESS = "success"
-    """Every site applied and verified."""
-    FAILED = "failed"
-    """A step failed; the report says which, and what was applied before."""
-    BLOCKED = "blocked"
-    """Policy errors: nothing applied."""
-    UNVERIFIED = "unverified"
-    """The plan could not cover everything (a host unreachable): nothing applied."""
-    DECLINED = "declined"
-    """Not confirmed: nothing applied."""
-    PLANNED = "planned"
-    """--plan-only: the plan, nothing applied."""
 
 
 class Step(BaseModel):
@@ -60,7 +45,7 @@ class DeployReport(ReportHeader):
     kind: Literal["dualdc-deploy-report"] = Field(default="dualdc-deploy-report", description="Report kind.")
     schema_version: Literal[1] = Field(default=1, description="Version of this JSON shape.")
     plan_only: bool = Field(default=False, description="True for --plan-only.")
-    result: DeployResult = Field(default=DeployResult.FAILED, description="How the deploy ended.")
+    result: Outcome = Field(default=Outcome.FAILED, description="How the deploy ended.")
     exit_code: int = Field(default=1, description="0 success, 1 not started, 2 blocked/failed, 3 unverified.")
     message: str = Field(default="", description="One line saying how it ended.")
     plan: DriftReport | None = Field(
@@ -73,7 +58,7 @@ class DeployReport(ReportHeader):
     applied: list[str] = Field(default_factory=list, description="'site:layer' applied (or rendered).")
     not_applied: list[str] = Field(default_factory=list, description="'site:layer' planned but not applied.")
 
-    def finish(self, result: DeployResult, exit_code: int, message: str) -> DeployReport:
+    def finish(self, result: Outcome, exit_code: int, message: str) -> DeployReport:
         self.result, self.exit_code, self.message = result, int(exit_code), message
         return self
 
@@ -177,7 +162,7 @@ def render_deploy_markdown(report: DeployReport, *, full_report: str | None = No
         )
         first, _, rest = body.partition("\n")
         return f"{first}\n\n**{report.message}**\n{rest}"
-    mark = {DeployResult.SUCCESS: "✅", DeployResult.PLANNED: "📝", DeployResult.DECLINED: "⏹️"}.get(
+    mark = {Outcome.SUCCESS: "✅", Outcome.PLANNED: "📝", Outcome.DECLINED: "⏹️"}.get(
         report.result, "❌"
     )
     lines = [

@@ -3,8 +3,34 @@
 from __future__ import annotations
 
 import datetime as dt
+from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
+
+
+class Outcome(StrEnum):
+    """How a run ended: the one vocabulary of the reports and of the audit log."""
+
+    SUCCESS = "success"
+    """Everything asked was done (deploy applied and verified; drift clean)."""
+    PLANNED = "planned"
+    """A plan was asked for (deploy --plan-only): shown, nothing applied."""
+    DRIFT = "drift"
+    """Drift or findings (exit 2)."""
+    BLOCKED = "blocked"
+    """Policy errors stopped a deploy before anything was applied (exit 2)."""
+    UNVERIFIED = "unverified"
+    """Not everything could be verified, e.g. a host was unreachable (exit 3)."""
+    FAILED = "failed"
+    """A step failed (a task, a stack update, a post-deploy drift check)."""
+    ERROR = "error"
+    """Bad input or an environment problem; nothing was applied (exit 1)."""
+    DECLINED = "declined"
+    """The operator did not confirm the plan; nothing was applied."""
+    REFUSED = "refused"
+    """Another run held the lock; nothing was done."""
+    INTERRUPTED = "interrupted"
+    """SIGINT or SIGTERM stopped the run; the lock was released."""
 
 
 class GitInfo(BaseModel):

@@ -18,9 +18,9 @@ from dualdc.databases import current_primary
 from dualdc.lab.config import ssh_dir
 from dualdc.model import Service, Topology
 from dualdc.ops import audit, drdrill, drrestore, drstate, drstatus, drswitch
-from dualdc.ops.audit import Result
 from dualdc.ops.lock import LockError, LockHeldError, current_host, current_user
 from dualdc.ops.run import Interrupted, guarded_run
+from dualdc.reports.header import Outcome
 from dualdc.tasks import options
 
 ENV_HELP = options.HELP["env"]
@@ -137,10 +137,10 @@ def run_dr(env: str, operation: str, services: list[str] | None, all_: bool, *,
             run.plan = {"services": [s.name for s in chosen]}
             if failures:
                 code = max(f.code for f in failures)
-                result = {1: Result.ERROR, 3: Result.UNVERIFIED}.get(code, Result.FAILED)
+                result = {1: Outcome.ERROR, 3: Outcome.UNVERIFIED}.get(code, Outcome.FAILED)
                 run.finish(result, code, "; ".join(str(f) for f in failures)[:2000])
                 raise Exit(code=code)
-            run.finish(Result.SUCCESS, 0, "; ".join(o.message for o in outcomes)[:2000])
+            run.finish(Outcome.SUCCESS, 0, "; ".join(o.message for o in outcomes)[:2000])
     except LockHeldError as exc:
         raise Exit(f"error: {exc}", code=cli.ExitCode.INPUT) from None
     except LockError as exc:
@@ -300,7 +300,7 @@ def drill(c: Context, env: str | None = None, scenario: str = "", service: str =
                         checks=[{"name": "completed", "service": None, "passed": False,
                                  "detail": str(exc)[:500]}],
                         notes=[], sources=[drevidence.SOURCES["drill"], drevidence.SOURCES["rto"]])
-                run.finish(Result.FAILED if code != 3 else Result.UNVERIFIED, code, str(exc)[:2000])
+                run.finish(Outcome.FAILED if code != 3 else Outcome.UNVERIFIED, code, str(exc)[:2000])
                 raise Exit(f"dr.drill: {exc}", code=code) from None
             record = _record("drill", env, scenario, chosen, started, phases=result.phases,
                              measures=result.measures, checks=result.checks, notes=result.notes,
@@ -315,9 +315,9 @@ def drill(c: Context, env: str | None = None, scenario: str = "", service: str =
                     cli.console.print(f"[red]check {ch['name']} {ch['service'] or ''}: {ch['detail']}[/red]")
             run.plan = {"scenario": scenario, "services": [s.name for s in chosen]}
             if not record.passed:
-                run.finish(Result.DRIFT, 2, "a target was missed")
+                run.finish(Outcome.DRIFT, 2, "a target was missed")
                 raise Exit(f"dr.drill {scenario}: a target was missed (see the evidence record)", code=2)
-            run.finish(Result.SUCCESS, 0, f"drill {scenario} passed")
+            run.finish(Outcome.SUCCESS, 0, f"drill {scenario} passed")
             cli.console.print(f"dr.drill {scenario}: every target met")
     except LockHeldError as exc:
         raise Exit(f"error: {exc}", code=cli.ExitCode.INPUT) from None
@@ -373,9 +373,10 @@ def restore_test(c: Context, env: str | None = None, service: str = "") -> None:
                              checks=checks, notes=[], sources=[drevidence.SOURCES["restore"]])
             if not record.passed:
                 code = code or 2
-                run.finish(Result.FAILED if code != 3 else Result.UNVERIFIED, code, "a restore check failed")
+                outcome = Outcome.UNVERIFIED if code == 3 else Outcome.FAILED
+                run.finish(outcome, code, "a restore check failed")
                 raise Exit("dr.restore-test: a check failed (see the evidence record)", code=code)
-            run.finish(Result.SUCCESS, 0, "restore test passed")
+            run.finish(Outcome.SUCCESS, 0, "restore test passed")
     except LockHeldError as exc:
         raise Exit(f"error: {exc}", code=cli.ExitCode.INPUT) from None
     except Interrupted as exc:

@@ -25,12 +25,12 @@ from dualdc.model import Layer, Topology
 from dualdc.ops import audit
 from dualdc.ops import comment as comments
 from dualdc.ops.ack import Ledger, ledger_path, load_ledger
-from dualdc.ops.audit import Result
 from dualdc.ops.lock import LockError, LockHeldError
 from dualdc.ops.outputs import FORMATS, render_drift, write_drift_artifacts, write_text
 from dualdc.ops.run import Interrupted, Run, guarded_run
 from dualdc.reports import diagram as diagrams
 from dualdc.reports.drift import DriftReport
+from dualdc.reports.header import Outcome
 from dualdc.tasks import options
 
 if TYPE_CHECKING:
@@ -276,7 +276,7 @@ def drift(
             if summary
             else None
         )
-        result = {0: Result.SUCCESS, 2: Result.DRIFT, 3: Result.UNVERIFIED}[report.exit_code]
+        result = {0: Outcome.SUCCESS, 2: Outcome.DRIFT, 3: Outcome.UNVERIFIED}[report.exit_code]
         run.finish(result, report.exit_code, report.headline())
     cli.console.print(report.headline(), highlight=False)
     if report.exit_code:
@@ -352,7 +352,6 @@ def deploy(
     from dualdc.ops.deploy import DeployError, DeploySpec, new_report  # noqa: PLC0415
     from dualdc.ops.deploy import deploy as deploy_run  # noqa: PLC0415
     from dualdc.ops.drift import sites_of  # noqa: PLC0415
-    from dualdc.reports.deploy import DeployResult  # noqa: PLC0415
 
     if format not in DEPLOY_FORMATS:
         raise cli.input_error(f"--format must be one of {', '.join(DEPLOY_FORMATS)}, not {format!r}")
@@ -395,34 +394,26 @@ def deploy(
         if not yes and not plan_only and not interactive:
             message = ("no terminal to ask for confirmation on: pass --yes to deploy without asking "
                        "(nothing was run)")
-            run.finish(Result.ERROR, 1, message)
+            run.finish(Outcome.ERROR, 1, message)
             raise cli.input_error(message)
         try:
             with _lab_lock(topology), _host_progress(topology, sites, f"deploy {env}: hosts") as progress:
                 spec.on_event = progress.event
                 deploy_run(spec, report)
         except LabError as exc:
-            run.finish(Result.ERROR, exc.code, str(exc))
+            run.finish(Outcome.ERROR, exc.code, str(exc))
             raise Exit(f"error: {exc}", code=exc.code) from None
         except DeployError as exc:
-            run.finish(Result.ERROR, 1, str(exc))
+            run.finish(Outcome.ERROR, 1, str(exc))
             raise cli.input_error(str(exc)) from None
         except TopologyError as exc:
             raise Exit(cli.format_problems(exc), code=cli.ExitCode.INPUT) from None
         except Interrupted:
-            report.finish(DeployResult.FAILED, 130, "interrupted; the report lists what was applied before")
+            report.finish(Outcome.INTERRUPTED, 130, "interrupted; the report lists what was applied before")
             _write_deploy(report, format, output, artifacts)
             raise
         _write_deploy(report, format, output, artifacts)
-        result = {
-            DeployResult.SUCCESS: Result.SUCCESS,
-            DeployResult.PLANNED: Result.SUCCESS,
-            DeployResult.DECLINED: Result.DECLINED,
-            DeployResult.BLOCKED: Result.DRIFT,
-            DeployResult.UNVERIFIED: Result.UNVERIFIED,
-            DeployResult.FAILED: Result.FAILED,
-        }[report.result]
-        run.finish(result, report.exit_code, report.message)
+        run.finish(report.result, report.exit_code, report.message)
     cli.console.print(f"deploy {env}: {report.result.value}: {report.message}", highlight=False)
     if report.exit_code:
         raise Exit(code=report.exit_code)
