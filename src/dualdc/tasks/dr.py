@@ -18,10 +18,10 @@ from dualdc.databases import current_primary
 from dualdc.lab.config import ssh_dir
 from dualdc.model import Service, Topology
 from dualdc.ops import audit, drdrill, drrestore, drstate, drstatus, drswitch
-from dualdc.ops.lock import LockError, LockHeldError, current_host, current_user
-from dualdc.ops.run import Interrupted, guarded_run
+from dualdc.ops.lock import current_host, current_user
 from dualdc.reports.header import Outcome
 from dualdc.tasks import options
+from dualdc.tasks.options import guarded
 
 ENV_HELP = options.HELP["env"]
 RENDERERS = {"text": drstatus.render_text, "json": drstatus.render_json, "markdown": drstatus.render_markdown}
@@ -117,40 +117,30 @@ def run_dr(env: str, operation: str, services: list[str] | None, all_: bool, *,
     outcomes: list[drswitch.Outcome] = []
     sites = [s.name for s in topology.sites]
     line = _command_line(operation, env, **{k: v for k, v in options.items() if isinstance(v, (str, bool))})
-    try:
-        with guarded_run(env, f"dr.{operation}", line, sites, options=options,
-                         on_note=lambda note: cli.console.print(f"note: {note}")) as run:
-            failures: list[drswitch.DrError] = []
-            for svc in chosen:
-                pair = drswitch.Pair(topology, svc, node, state, save=drstate.save,
-                                     progress=cli.console.print, options=drswitch.Options())
-                try:
-                    outcome = act(pair)
-                except drswitch.DrError as exc:
-                    failures.append(exc)
-                    cli.console.print(f"[red]{exc}[/red]")
-                    run.not_applied.append(svc.name)
-                    continue
-                outcomes.append(outcome)
-                (run.applied if outcome.changed else run.notes).append(outcome.message)
-                cli.console.print(outcome.message)
-            run.plan = {"services": [s.name for s in chosen]}
-            if failures:
-                code = max(f.code for f in failures)
-                result = {1: Outcome.ERROR, 3: Outcome.UNVERIFIED}.get(code, Outcome.FAILED)
-                run.finish(result, code, "; ".join(str(f) for f in failures)[:2000])
-                raise Exit(code=code)
-            run.finish(Outcome.SUCCESS, 0, "; ".join(o.message for o in outcomes)[:2000])
-    except LockHeldError as exc:
-        raise Exit(f"error: {exc}", code=cli.ExitCode.INPUT) from None
-    except LockError as exc:
-        raise cli.input_error(str(exc)) from None
-    except Interrupted as exc:
-        raise Exit(
-            f"dr.{operation} {env}: {exc}; the pair is safe (a primary is fenced before any promotion); "
-            f"run the same command again to finish; the state is in {drstate.state_path(env)}",
-            code=exc.exit_code,
-        ) from None
+    after = (f"the pair is safe (a primary is fenced before any promotion); run the same command "
+             f"again to finish; the state is in {drstate.state_path(env)}")
+    with guarded(env, f"dr.{operation}", line, sites, options, after_interrupt=after) as run:
+        failures: list[drswitch.DrError] = []
+        for svc in chosen:
+            pair = drswitch.Pair(topology, svc, node, state, save=drstate.save,
+                                 progress=cli.console.print, options=drswitch.Options())
+            try:
+                outcome = act(pair)
+            except drswitch.DrError as exc:
+                failures.append(exc)
+                cli.console.print(f"[red]{exc}[/red]")
+                run.not_applied.append(svc.name)
+                continue
+            outcomes.append(outcome)
+            (run.applied if outcome.changed else run.notes).append(outcome.message)
+            cli.console.print(outcome.message)
+        run.plan = {"services": [s.name for s in chosen]}
+        if failures:
+            code = max(f.code for f in failures)
+            result = {1: Outcome.ERROR, 3: Outcome.UNVERIFIED}.get(code, Outcome.FAILED)
+            run.finish(result, code, "; ".join(str(f) for f in failures)[:2000])
+            raise Exit(code=code)
+        run.finish(Outcome.SUCCESS, 0, "; ".join(o.message for o in outcomes)[:2000])
     return outcomes
 
 
@@ -284,47 +274,43 @@ def drill(c: Context, env: str | None = None, scenario: str = "", service: str =
     node = drswitch.SshNode(drstatus.ssh_runner(topology))
     started = dt.datetime.now(dt.UTC)
     line = _command_line("drill", env, scenario=scenario, service=service, all=all, execute=execute)
-    try:
-        with guarded_run(env, "dr.drill", line, [s.name for s in topology.sites],
-                         options={"scenario": scenario, "service": service or None, "all": all},
-                         on_note=lambda note: cli.console.print(f"note: {note}")) as run:
-            def pair(svc: Service) -> drswitch.Pair:
-                return drswitch.Pair(topology, svc, node, state, save=drstate.save,
-                                     progress=cli.console.print, options=drswitch.Options())
+    after = ("no two primaries were writable at any step (fence before promote); run dr.status, then "
+             "dr.failback and dr.switchover to put the pairs back")
+    chosen_options: dict[str, str | bool | None] = {"scenario": scenario, "service": service or None,
+                                                    "all": all}
+    with guarded(env, "dr.drill", line, [s.name for s in topology.sites], chosen_options,
+                 after_interrupt=after) as run:
+        def pair(svc: Service) -> drswitch.Pair:
+            return drswitch.Pair(topology, svc, node, state, save=drstate.save,
+                                 progress=cli.console.print, options=drswitch.Options())
 
-            try:
-                result = drdrill.drill(topology, chosen, scenario, pair, cli.console.print)
-            except (drswitch.DrError, RuntimeError) as exc:
-                code = getattr(exc, "code", 2)
-                _record("drill", env, scenario, chosen, started, phases=[], measures=[],
-                        checks=[{"name": "completed", "service": None, "passed": False,
-                                 "detail": str(exc)[:500]}],
-                        notes=[], sources=[drevidence.SOURCES["drill"], drevidence.SOURCES["rto"]])
-                run.finish(Outcome.FAILED if code != 3 else Outcome.UNVERIFIED, code, str(exc)[:2000])
-                raise Exit(f"dr.drill: {exc}", code=code) from None
-            record = _record("drill", env, scenario, chosen, started, phases=result.phases,
-                             measures=result.measures, checks=result.checks, notes=result.notes,
-                             sources=[drevidence.SOURCES["drill"], drevidence.SOURCES["rto"]])
-            for m in result.measures:
-                cli.console.print(
-                    f"{m['service']}: RTO {m['rto_seconds']} s (target {m['rto_target_seconds']} s), "
-                    f"lost {m['rpo_lost_commits']} commits over {m['rpo_window_seconds']} s "
-                    f"(RPO {m['rpo_target_seconds']} s): {'met' if m['met'] else 'MISSED'}")
-            for ch in result.checks:
-                if not ch["passed"]:
-                    cli.console.print(f"[red]check {ch['name']} {ch['service'] or ''}: {ch['detail']}[/red]")
-            run.plan = {"scenario": scenario, "services": [s.name for s in chosen]}
-            if not record.passed:
-                run.finish(Outcome.DRIFT, 2, "a target was missed")
-                raise Exit(f"dr.drill {scenario}: a target was missed (see the evidence record)", code=2)
-            run.finish(Outcome.SUCCESS, 0, f"drill {scenario} passed")
-            cli.console.print(f"dr.drill {scenario}: every target met")
-    except LockHeldError as exc:
-        raise Exit(f"error: {exc}", code=cli.ExitCode.INPUT) from None
-    except Interrupted as exc:
-        raise Exit(f"dr.drill {env}: {exc}; no two primaries were writable at any step (fence before "
-                   f"promote); run dr.status, then dr.failback and dr.switchover to put the pairs back",
-                   code=exc.exit_code) from None
+        try:
+            result = drdrill.drill(topology, chosen, scenario, pair, cli.console.print)
+        except (drswitch.DrError, RuntimeError) as exc:
+            code = getattr(exc, "code", 2)
+            _record("drill", env, scenario, chosen, started, phases=[], measures=[],
+                    checks=[{"name": "completed", "service": None, "passed": False,
+                             "detail": str(exc)[:500]}],
+                    notes=[], sources=[drevidence.SOURCES["drill"], drevidence.SOURCES["rto"]])
+            run.finish(Outcome.FAILED if code != 3 else Outcome.UNVERIFIED, code, str(exc)[:2000])
+            raise Exit(f"dr.drill: {exc}", code=code) from None
+        record = _record("drill", env, scenario, chosen, started, phases=result.phases,
+                         measures=result.measures, checks=result.checks, notes=result.notes,
+                         sources=[drevidence.SOURCES["drill"], drevidence.SOURCES["rto"]])
+        for m in result.measures:
+            cli.console.print(
+                f"{m['service']}: RTO {m['rto_seconds']} s (target {m['rto_target_seconds']} s), "
+                f"lost {m['rpo_lost_commits']} commits over {m['rpo_window_seconds']} s "
+                f"(RPO {m['rpo_target_seconds']} s): {'met' if m['met'] else 'MISSED'}")
+        for ch in result.checks:
+            if not ch["passed"]:
+                cli.console.print(f"[red]check {ch['name']} {ch['service'] or ''}: {ch['detail']}[/red]")
+        run.plan = {"scenario": scenario, "services": [s.name for s in chosen]}
+        if not record.passed:
+            run.finish(Outcome.DRIFT, 2, "a target was missed")
+            raise Exit(f"dr.drill {scenario}: a target was missed (see the evidence record)", code=2)
+        run.finish(Outcome.SUCCESS, 0, f"drill {scenario} passed")
+        cli.console.print(f"dr.drill {scenario}: every target met")
 
 
 @task(name="restore-test",
@@ -349,39 +335,32 @@ def restore_test(c: Context, env: str | None = None, service: str = "") -> None:
     runner = drstatus.ssh_runner(topology)
     started = dt.datetime.now(dt.UTC)
     line = _command_line("restore-test", env, service=service)
-    try:
-        with guarded_run(env, "dr.restore-test", line, [s.name for s in topology.sites],
-                         options={"service": service or None},
-                         on_note=lambda note: cli.console.print(f"note: {note}")) as run:
-            phases, checks, measures, code = [], [], [], 0
-            for svc in chosen:
-                try:
-                    res = drrestore.restore_test(topology, svc, runner, cli.console.print)
-                except drrestore.RestoreError as exc:
-                    checks.append({"name": "restore", "service": svc.name, "passed": False,
-                                   "detail": str(exc)})
-                    code = max(code, exc.code)
-                    cli.console.print(f"[red]{exc}[/red]")
-                    continue
-                phases += [{**p, "name": f"{svc.name}: {p['name']}"} for p in res.phases]
-                checks += res.checks
-                measures.append({"service": svc.name, "tier": svc.tier, "seconds": res.seconds,
-                                 "met": res.passed})
-                cli.console.print(f"{svc.name}: backup {res.backup} restored on {res.repo_host} in "
-                                  f"{res.seconds} s: {'passed' if res.passed else 'FAILED'}")
-            record = _record("restore-test", env, "", chosen, started, phases=phases, measures=measures,
-                             checks=checks, notes=[], sources=[drevidence.SOURCES["restore"]])
-            if not record.passed:
-                code = code or 2
-                outcome = Outcome.UNVERIFIED if code == 3 else Outcome.FAILED
-                run.finish(outcome, code, "a restore check failed")
-                raise Exit("dr.restore-test: a check failed (see the evidence record)", code=code)
-            run.finish(Outcome.SUCCESS, 0, "restore test passed")
-    except LockHeldError as exc:
-        raise Exit(f"error: {exc}", code=cli.ExitCode.INPUT) from None
-    except Interrupted as exc:
-        raise Exit(f"dr.restore-test {env}: {exc}; run it again (the scratch folder is replaced)",
-                   code=exc.exit_code) from None
+    with guarded(env, "dr.restore-test", line, [s.name for s in topology.sites], {"service": service or None},
+                 after_interrupt="run it again (the scratch folder is replaced)") as run:
+        phases, checks, measures, code = [], [], [], 0
+        for svc in chosen:
+            try:
+                res = drrestore.restore_test(topology, svc, runner, cli.console.print)
+            except drrestore.RestoreError as exc:
+                checks.append({"name": "restore", "service": svc.name, "passed": False,
+                               "detail": str(exc)})
+                code = max(code, exc.code)
+                cli.console.print(f"[red]{exc}[/red]")
+                continue
+            phases += [{**p, "name": f"{svc.name}: {p['name']}"} for p in res.phases]
+            checks += res.checks
+            measures.append({"service": svc.name, "tier": svc.tier, "seconds": res.seconds,
+                             "met": res.passed})
+            cli.console.print(f"{svc.name}: backup {res.backup} restored on {res.repo_host} in "
+                              f"{res.seconds} s: {'passed' if res.passed else 'FAILED'}")
+        record = _record("restore-test", env, "", chosen, started, phases=phases, measures=measures,
+                         checks=checks, notes=[], sources=[drevidence.SOURCES["restore"]])
+        if not record.passed:
+            code = code or 2
+            outcome = Outcome.UNVERIFIED if code == 3 else Outcome.FAILED
+            run.finish(outcome, code, "a restore check failed")
+            raise Exit("dr.restore-test: a check failed (see the evidence record)", code=code)
+        run.finish(Outcome.SUCCESS, 0, "restore test passed")
 
 
 dr_ns.add_task(drill)

@@ -5,8 +5,7 @@ from __future__ import annotations
 import re
 import shlex
 import sys
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,12 +21,10 @@ from dualdc.lab import LabError, LabLock
 from dualdc.lab.config import LabConfig
 from dualdc.loader import TopologyError
 from dualdc.model import Layer, Topology
-from dualdc.ops import audit
 from dualdc.ops import comment as comments
 from dualdc.ops.ack import Ledger, ledger_path, load_ledger
-from dualdc.ops.lock import LockError, LockHeldError
 from dualdc.ops.outputs import FORMATS, render_drift, write_drift_artifacts, write_text
-from dualdc.ops.run import Interrupted, Run, guarded_run
+from dualdc.ops.run import Interrupted
 from dualdc.reports import diagram as diagrams
 from dualdc.reports.drift import DriftReport
 from dualdc.reports.header import Outcome
@@ -143,33 +140,6 @@ def _command_line(name: str, **options: str | bool) -> str:
     return shlex.join(parts)
 
 
-@contextmanager
-def _guarded(
-    env: str, command: str, command_line: str, sites: list[str], options: dict[str, str | bool | None]
-) -> Iterator[Run]:
-    """guarded_run with its outcomes turned into the task's exits."""
-    try:
-        with guarded_run(
-            env,
-            command,
-            command_line,
-            sites,
-            options=options,
-            on_note=lambda note: cli.console.print(f"note: {note}"),
-        ) as run:
-            yield run
-    except LockHeldError as exc:
-        raise Exit(f"error: {exc}", code=cli.ExitCode.INPUT) from None
-    except LockError as exc:
-        raise cli.input_error(str(exc)) from None
-    except Interrupted as exc:
-        raise Exit(
-            f"{command} {env}: {exc}; the lock was released and the run recorded as interrupted in "
-            f"{audit.audit_path(env)}; run it again to converge",
-            code=exc.exit_code,
-        ) from None
-
-
 def _lab_lock(topology: Topology) -> AbstractContextManager[object]:
     """On the lab twin, hold the machine-wide lab lock too (lab.up/down/fault and lab tests wait meanwhile).
 
@@ -231,7 +201,7 @@ def drift(
     command_line = _command_line(
         "drift", env=env, site=site, format=format, output=output, artifacts=artifacts
     )
-    with _guarded(
+    with options.guarded(
         env,
         "drift",
         command_line,
@@ -373,7 +343,7 @@ def deploy(
     )
     report = new_report(topology, chosen, plan_only)
     interactive = sys.stdin.isatty() and sys.stderr.isatty()
-    with _guarded(
+    with options.guarded(
         env,
         "deploy",
         command_line,
