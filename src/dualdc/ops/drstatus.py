@@ -28,7 +28,7 @@ from typing import Any
 from dualdc.databases import current_placements, current_primary, slot_name
 from dualdc.lab.config import ssh_dir
 from dualdc.model import Layer, Service, Topology
-from dualdc.reports.drift import CheckedTarget, DriftItem, ItemStatus, LayerReport, LayerStatus, TargetStatus
+from dualdc.reports.drift import CheckedTarget, DriftItem, LayerReport, LayerStatus, TargetStatus
 
 #: Minutes a backup may be late before it counts as missed (the scheduler checks every 10).
 GRACE_MINUTES = 20
@@ -428,16 +428,9 @@ def data_layer(topology: Topology, sites: list[str], runner: Runner | None = Non
         host = entry["host"]
         site = topology.host(host).site
         layer.items.append(
-            DriftItem(
-                id=f"data:{svc_name}/{entry['check']}/{host}",
-                layer=Layer.DATA,
-                target=svc_name,
-                status=ItemStatus.DRIFT,
-                summary=f"{entry['message']}; settle it: {entry['change']}",
-                site=site,
-                host=host,
-                diff=entry["change"],
-            )
+            DriftItem.found(Layer.DATA, f"data:{svc_name}/{entry['check']}/{host}", svc_name,
+                            f"{entry['message']}; settle it: {entry['change']}",
+                            site=site, host=host, diff=entry["change"])
         )
     try:
         report = dr_status(topology, runner=runner)
@@ -478,15 +471,8 @@ def data_layer(topology: Topology, sites: list[str], runner: Runner | None = Non
         for check, host, message in d.misses:
             site = topology.host(host).site if host in {h.name for h in topology.hosts} else d.primary_site
             layer.items.append(
-                DriftItem(
-                    id=f"data:{d.service}/{check}" + (f"/{host}" if host else ""),
-                    layer=Layer.DATA,
-                    target=d.service,
-                    status=ItemStatus.DRIFT,
-                    summary=message,
-                    site=site,
-                    host=host,
-                )
+                DriftItem.found(Layer.DATA, f"data:{d.service}/{check}" + (f"/{host}" if host else ""),
+                                d.service, message, site=site, host=host)
             )
     if any(t.status is TargetStatus.UNREACHABLE for t in layer.checked):
         layer.status = LayerStatus.UNVERIFIED
