@@ -33,7 +33,8 @@ SITES = (("gwangju", "gj", 0, 35.2255, 126.8436), ("jeonju", "jj", 64, 35.8753, 
 BANKS = 142  # bank tenants; with 'group' that is 143 tenants
 BANK_ZONES = ("mgmt", "internal", "dmz", "external", "replication", "backup", "dev")
 GROUP_ZONES = ("mgmt", "internal", "external", "replication", "backup", "dev")
-HOSTS = 10_000
+HOSTS = 10_000  # the reference size: BANKS and FLOWS are its counts, scaled for other sizes
+MAX_HOSTS = 20_000  # where the address plan ends
 WORKERS = 20  # per bank and site
 DBS = 12  # per bank and site
 FLOWS = 50_000
@@ -61,9 +62,10 @@ def generate(folder: Path, hosts: int = HOSTS) -> dict[str, int]:
     ``hosts`` scales the estate: the number of banks and of flows grow with it (at 10,000
     hosts: 142 banks, 2,000 segments, 50,000 flows), so every kind of entity grows linearly.
     """
-    if not 2 * len(SITES) * (8 + 1 + WORKERS + DBS + 2) <= hosts <= HOSTS:
-        # the address plan (one /24 per segment, pod networks inside 172.16.0.0/12) ends there
-        raise ValueError(f"the synthetic topology has between 172 and {HOSTS} hosts, not {hosts}")
+    if not 2 * len(SITES) * (8 + 1 + WORKERS + DBS + 2) <= hosts <= MAX_HOSTS:
+        # the address plan (one /24 per segment, each cluster's pod /22 in 172.16.0.0-172.27.255.255
+        # and service /24 in 172.28.0.0/14: 768 clusters) ends there
+        raise ValueError(f"the synthetic topology has between 172 and {MAX_HOSTS} hosts, not {hosts}")
     banks = min(round(BANKS * hosts / HOSTS), (hosts // len(SITES) - 8) // (1 + WORKERS + DBS + 2))
     flows_wanted = FLOWS * hosts // HOSTS
     counts = {"hosts": 0, "segments": 0, "flows": 0, "clusters": 0, "services": 0}
@@ -73,7 +75,9 @@ def generate(folder: Path, hosts: int = HOSTS) -> dict[str, int]:
     env.add("environment:")
     env.add("  name: bench\n  layers: [model]\n  deploy_order: [gwangju, jeonju]")
     env.add("  time_sources: [gj-ntp-01, jj-ntp-01]")
-    env.add("  mirrors: {apt: 'http://mirror.bench.example/debian', registry: 'registry.bench.example:5000'}")
+    # internal mirrors (AIR-01: the air gap)
+    env.add("  mirrors: {apt: 'http://mirror.bench.jbfg.example/debian',\n"
+            "            registry: 'registry.bench.jbfg.example:5000'}")
     env.add("  access: {lockout_attempts: 5, lockout_seconds: 900, idle_timeout_seconds: 600}")
     env.add("  log_retention: {access_log_days: 400, personal_data_log_days: 800}")
     env.add(f"  admins:\n  - name: ops-bench\n    ssh_public_key: {KEY}")
@@ -183,8 +187,8 @@ def generate(folder: Path, hosts: int = HOSTS) -> dict[str, int]:
             cname = f"{prefix}-{t}-k8s"
             clusters.add(
                 f"- name: {cname}\n  site: {site}\n  zone: internal\n  tenants: [{t}]\n"
-                f"  pod_cidr: 172.{16 + (c_index * 8) // 256}.{(c_index * 8) % 256}.0/21\n"
-                f"  service_cidr: 172.{28 + (c_index * 2) // 256}.{(c_index * 2) % 256}.0/23"
+                f"  pod_cidr: 172.{16 + (c_index * 4) // 256}.{(c_index * 4) % 256}.0/22\n"
+                f"  service_cidr: 172.{28 + c_index // 256}.{c_index % 256}.0/24"
             )
             counts["clusters"] += 1
             host(
