@@ -70,7 +70,9 @@ def _rules(entries: list[tuple[int, Connection]], collapsed: dict[tuple[int, ...
 
     ``collapsed`` remembers collapsed source lists by the identity of their networks (the
     expanded flows' endpoints live as long as the topology's cache, and hashing the
-    ``ipaddress`` objects themselves would cost more than it saves).
+    ``ipaddress`` objects themselves would cost more than it saves). Each rule keeps the
+    networks its flow names at the destination under ``"_to"``, for :func:`firewall_rules` to
+    pick the host's own addresses from.
     """
     by_flow: dict[str, dict[str, Any]] = {}
     for _, conn in entries:
@@ -82,8 +84,10 @@ def _rules(entries: list[tuple[int, Connection]], collapsed: dict[tuple[int, ...
                 "ports": list(conn.ports),
                 "purpose": conn.flow.purpose,
                 "sources": [],
+                "_to": [],
             }
         rule["sources"].extend(conn.source.networks)
+        rule["_to"].extend(conn.destination.networks)
     for rule in by_flow.values():
         sources = rule["sources"]
         key = tuple(map(id, sources))
@@ -94,12 +98,19 @@ def _rules(entries: list[tuple[int, Connection]], collapsed: dict[tuple[int, ...
     return list(by_flow.values())
 
 
+def _own_addresses(host: Host, networks: list[ipaddress.IPv4Network]) -> list[str]:
+    """The host's addresses inside these networks, as /32s in interface order."""
+    return [f"{i.address}/32" for i in host.interfaces if any(i.address in n for n in networks)]
+
+
 def firewall_rules(topology: Topology, host: Host) -> list[dict[str, Any]]:
     """Inbound rules for a host's own nftables: one per (flow, protocol), sources collapsed.
 
-    The rules of a destination shared by several hosts (a segment, a service) are computed
-    once and copied; each flow's connections come from one destination, so a rule is never
-    split between two of them.
+    Each rule accepts only at the host's own addresses that its flow names (``destinations``):
+    a host in several segments takes a flow at the address the flow reaches, never at its
+    others. The rules of a destination shared by several hosts (a segment, a service) are
+    computed once and copied; each flow's connections come from one destination, so a rule is
+    never split between two of them.
     """
     cache: dict[str, list[dict[str, Any]]] = topology.cache.setdefault("inventory.rules", {})
     collapsed: dict[tuple[int, ...], list[str]] = topology.cache.setdefault("inventory.collapsed", {})
@@ -112,7 +123,14 @@ def firewall_rules(topology: Topology, host: Host) -> list[dict[str, Any]]:
                 cache[key] = rules
         found.extend(rules)
     found.sort(key=lambda r: r["name"])
-    return [{**r, "ports": list(r["ports"]), "sources": list(r["sources"])} for r in found]
+    built = []
+    for r in found:
+        destinations = _own_addresses(host, r["_to"])
+        if not destinations:  # a connection lands on a host only at one of its addresses
+            raise ValueError(f"flow {r['name']} lands on {host.name} at none of its addresses")
+        built.append({"name": r["name"], "protocol": r["protocol"], "ports": list(r["ports"]),
+                      "purpose": r["purpose"], "sources": list(r["sources"]), "destinations": destinations})
+    return built
 
 
 def mgmt_networks(topology: Topology) -> list[str]:

@@ -129,8 +129,11 @@ def _reference(topology: Topology, host: Host) -> dict[str, Any]:
             rule = rules.setdefault(conn.flow.name, {
                 "name": conn.flow.name, "protocol": conn.flow.protocol.value,
                 "ports": [] if conn.flow.ports == "any" else list(conn.flow.ports),
-                "purpose": conn.flow.purpose, "sources": []})
+                "purpose": conn.flow.purpose, "sources": [], "destinations": []})
             rule["sources"].extend(conn.source.networks)
+            rule["destinations"] += [f"{i.address}/32" for i in host.interfaces
+                                     if any(i.address in n for n in conn.destination.networks)
+                                     and f"{i.address}/32" not in rule["destinations"]]
     firewall = [{**rules[n], "sources": _collapse(rules[n]["sources"])} for n in sorted(rules)]
     primary = next((i for i in host.interfaces if segment(i.segment).zone is not Zone.MGMT),
                    host.interfaces[0])

@@ -58,6 +58,24 @@ def test_host_firewall_sources_are_exact_unless_the_flow_names_a_segment(env: st
     assert exact > 0
 
 
+@pytest.mark.parametrize("env", ["lab", "production"])
+def test_host_firewall_rules_accept_only_at_the_addresses_their_flow_reaches(env: str) -> None:
+    # a host in several segments (a database host: internal and replication) takes each flow at
+    # the address the flow names, never at its other addresses
+    topology = load_environment(env)
+    multi = 0
+    for host in topology.hosts:
+        own = {f"{i.address}/32" for i in host.interfaces}
+        for rule in firewall_rules(topology, host):
+            assert rule["destinations"] and set(rule["destinations"]) <= own, (host.name, rule)
+            multi += len(own) > len(rule["destinations"])
+    assert multi > 0
+    if env == "lab":
+        rules = {r["name"]: r for r in firewall_rules(topology, topology.host("gj-db-kj-01"))}
+        assert rules["kj-core-to-batch"]["destinations"] == ["10.10.110.19/32"]         # internal
+        assert rules["kj-db-replication-jj-gj"]["destinations"] == ["10.10.41.19/32"]   # replication
+
+
 def test_production_log_hosts_accept_core_banking_logs_only_from_its_nodes() -> None:
     # the example: a service's flow used to open its whole segment; now its nodes only
     topology = load_environment("production")

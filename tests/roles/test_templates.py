@@ -120,6 +120,9 @@ def test_firewall_ruleset_loads_and_allows_exactly_the_model(
             net = ipaddress.ip_network(source)
             shown = str(net.network_address) if net.prefixlen == 32 else str(net)
             assert shown in line, (rule["name"], source, line)
+        daddr = line[line.index(" daddr ") :]
+        for destination in rule["destinations"]:
+            assert destination.removesuffix("/32") in daddr, (rule["name"], destination, line)
         for port in rule["ports"]:
             assert re.search(rf"\b{port}\b", line), (rule["name"], port, line)
         assert line.split()[line.split().index("dport") - 1] == rule["protocol"] or not rule["ports"]
