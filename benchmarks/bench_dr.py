@@ -25,6 +25,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from dualdc.lab.config import ssh_dir
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -40,7 +42,7 @@ def records(folder: str, pattern: str) -> list[dict[str, Any]]:
 
 
 def main() -> int:
-    if not (ROOT / ".state" / "lab" / "ssh" / "config").is_file():
+    if not (ssh_dir("lab") / "config").is_file():  # what lab.up writes, wherever the state lives
         print("bench_dr: the lab twin is not up (invoke lab.up, then invoke deploy --env lab --yes)",
               file=sys.stderr)
         return 3
