@@ -26,8 +26,8 @@ from dualdc.loader import load_environment
 
 ROOT = Path(__file__).resolve().parents[2]
 ROLES = ROOT / "roles"
-ROLE_NAMES = ("base", "time_sync", "firewall", "audit", "network", "container_runtime", "k8s_node",
-              "gpu_worker")
+#: Every role under roles/ (a role is a folder with tasks/main.yml): adding one needs no edit here.
+ROLE_NAMES = tuple(sorted(p.name for p in ROLES.iterdir() if (p / "tasks" / "main.yml").is_file()))
 K8S_ROLES = ("k8s_control_plane", "k8s_worker")
 
 

@@ -56,9 +56,13 @@ def test_public_variables_are_prefixed_and_documented(role: str) -> None:
 
 @pytest.mark.parametrize("role", ROLE_NAMES)
 def test_main_only_routes_to_phases(role: str) -> None:
+    if [p.name for p in (ROLES / role / "tasks").glob("*.yml")] == ["main.yml"]:
+        return  # a one-phase role (the shared package install): main.yml is that phase
     for task in _load(ROLES / role / "tasks" / "main.yml"):
         action = next(k for k in task if k.startswith("ansible.builtin."))
-        routing = ("ansible.builtin.import_tasks", "ansible.builtin.include_tasks")
+        # import_role: the shared package install (roles/packages), imported with the role's own list
+        routing = ("ansible.builtin.import_tasks", "ansible.builtin.include_tasks",
+                   "ansible.builtin.import_role")
         assert action in routing, (role, task["name"])
 
 
@@ -84,3 +88,27 @@ def test_files_with_a_checker_are_validated() -> None:
     assert set(seen) == set(checkers)
     for dest, checker in checkers.items():
         assert checker in seen[dest] and "%s" in seen[dest], dest
+
+
+@pytest.mark.parametrize("role", ROLE_NAMES)
+def test_every_phase_has_a_phase_tag(role: str) -> None:
+    """issue 13 item 7: --tags install|configure|service runs one phase of every role."""
+    tasks = _load(ROLES / role / "tasks" / "main.yml")
+    if [p.name for p in (ROLES / role / "tasks").glob("*.yml")] == ["main.yml"]:
+        return
+    for task in tasks:
+        tags = task.get("tags", [])
+        assert tags and set(tags) <= {"install", "configure", "service"}, (role, task["name"])
+        action = task.get("ansible.builtin.include_tasks")
+        if isinstance(action, dict):  # an include passes its tags on only through apply
+            assert action.get("apply", {}).get("tags") == tags, (role, task["name"])
+
+
+def test_no_role_keeps_a_copy_of_the_package_install() -> None:
+    """One shared package install (roles/packages), imported by each role with its own list."""
+    for role in ROLE_NAMES:
+        for _, task in _tasks(role):
+            # k8s_node and gpu_worker install from their own internal repository (pinned, held)
+            own_repository = ("k8s_node", "gpu_worker")
+            if "ansible.builtin.apt" in task and role not in ("packages", *own_repository):
+                raise AssertionError(f"{role}: {task['name']} installs packages itself")
