@@ -14,6 +14,7 @@ import pytest
 from dualdc.loader import load_environment
 from dualdc.model import Severity
 from dualdc.policy import RULES, run_policy
+from dualdc.reports import table
 from dualdc.reports import validate as reports
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -204,3 +205,52 @@ def test_sarif_suppression_says_where_the_waiver_is_written(broken):
     assert first <= line <= last
     # the unwaived findings carry no suppression: code scanning keeps them open
     assert all("suppressions" not in r for r in run["results"] if r["ruleId"] in ("NS-01", "STR-03"))
+
+
+# --------------------------------------------------------------------------- the plain table
+
+
+def _columns_at(line: str) -> list[int]:
+    """Cell offsets where each two-space-separated field of a table line starts."""
+    starts, offset, previous = [], 0, " "
+    for i, ch in enumerate(line):
+        if ch != " " and previous == " " and line[max(0, i - 2):i] == "  ":
+            starts.append(offset)
+        offset += table.cells(ch)
+        previous = ch
+    return starts
+
+
+def test_plain_table_aligns_wide_characters_and_folds_within_the_width():
+    message = "정보보호위원회 승인 없이 개인(신용)정보가 AI 분석망으로 들어갑니다 " * 4
+    rows = [("AI-01", "flow:가명-처리", "flows.yaml:12:3", message.strip()),
+            ("STR-03", "segment:gj-kjbank-dmz", "a/" * 60 + "network.yaml:41:9", "VLAN 210 is already used")]
+    columns = (table.Column("rule", wrap=False), table.Column("target"), table.Column("where"),
+               table.Column("finding"))
+    text = table.render("errors (2)", columns, rows, width=100)
+    lines = text.splitlines()
+    assert lines[0] == "errors (2)" and lines[3].strip().startswith("─")
+    assert all(table.cells(line) <= 100 for line in lines)
+    # every line of the first row starts its finding text at the same cell
+    first_row = lines[4:lines.index(next(x for x in lines if x.startswith("  STR-03")))]
+    finding_at = _columns_at(lines[2])[-1]
+    assert len(first_row) > 1
+    assert all(_columns_at(line)[-1] == finding_at for line in first_row)
+    # folding loses nothing: the message's words and the long path come back whole
+    assert " ".join(line[_cell_index(line, finding_at):] for line in first_row).split() == message.split()
+    second = lines[4 + len(first_row):]
+    where_at = _columns_at(lines[2])[2]
+    where = "".join(line[_cell_index(line, where_at):_cell_index(line, finding_at)].strip()
+                    for line in second)
+    assert where == "a/" * 60 + "network.yaml:41:9"
+    assert len(lines[3].split()[-1]) >= (100 - 2 - 3 * 2) // 2  # the free text keeps half the room
+
+
+def _cell_index(line: str, cell: int) -> int:
+    """The character index of ``line`` at terminal cell ``cell``."""
+    used = 0
+    for i, ch in enumerate(line):
+        if used >= cell:
+            return i
+        used += table.cells(ch)
+    return len(line)

@@ -1,6 +1,6 @@
 """Renderings of a policy :class:`~dualdc.policy.Report`: text, JSON, SARIF 2.1.0 and JUnit XML.
 
-- ``text``: for people; one rich table per severity (errors first), waived findings last
+- ``text``: for people; one table per severity (errors first), waived findings last
   with their approval, then a one-line summary.
 - ``json``: for machines; the shape is documented in ``docs/validate-json.md`` and versioned
   by its ``schema`` field (``dualdc.validate/1``): fields are only ever added.
@@ -20,28 +20,26 @@ before a report exists.
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 from typing import Any
 from xml.etree import ElementTree as ET
 
-from rich import box
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
-
 import dualdc
 from dualdc.base.exitcodes import decide
 from dualdc.model import Severity
 from dualdc.policy import Finding, Report, iter_rules
+from dualdc.reports import table
 
 FORMATS = ("text", "json", "sarif", "junit")
 JSON_SCHEMA_ID = "dualdc.validate/1"
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 INFORMATION_URI = "https://github.com/jbfg/dualdc"
 SARIF_LEVEL = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.ADVISORY: "note"}
-STYLE = {Severity.ERROR: "bold red", Severity.WARNING: "yellow", Severity.ADVISORY: "cyan"}
+FINDING_COLUMNS = (table.Column("rule", wrap=False), table.Column("target"), table.Column("where"),
+                   table.Column("finding"))
+WAIVED_COLUMNS = (table.Column("rule", wrap=False), table.Column("target"), table.Column("approval"),
+                  table.Column("expires", wrap=False), table.Column("finding"))
 
 
 def exit_code(report: Report, fail_on: Severity = Severity.ERROR) -> int:
@@ -61,45 +59,30 @@ def _where(finding: Finding) -> str:
 
 def render_text(report: Report, fail_on: Severity = Severity.ERROR, width: int = 160) -> str:
     """Tables grouped by severity, then waived findings, then a summary line."""
-    out = io.StringIO()
-    console = Console(file=out, width=width, force_terminal=False, color_system=None, highlight=False)
+    blocks: list[str] = []
     findings = report.findings
     for severity in Severity:
         group = [f for f in findings if f.severity is severity and not f.waived]
-        if not group:
-            continue
-        table = Table(title=f"{severity.value}s ({len(group)})", title_justify="left", box=box.SIMPLE_HEAD,
-                      title_style=STYLE[severity], expand=False)
-        table.add_column("rule", no_wrap=True)
-        table.add_column("target", overflow="fold")
-        table.add_column("where", overflow="fold")
-        table.add_column("finding", overflow="fold", ratio=1)
-        for f in group:
-            table.add_row(Text(f.rule, style=STYLE[severity]), Text(f.target), Text(_where(f)),
-                          Text(f.message))
-        console.print(table)
+        if group:
+            blocks.append(table.render(
+                f"{severity.value}s ({len(group)})", FINDING_COLUMNS,
+                [(f.rule, f.target, _where(f), f.message) for f in group], width))
     waived = [f for f in findings if f.waived]
     if waived:
-        table = Table(title=f"waived ({len(waived)})", title_justify="left", box=box.SIMPLE_HEAD)
-        table.add_column("rule", no_wrap=True)
-        table.add_column("target", overflow="fold")
-        table.add_column("approval", overflow="fold")
-        table.add_column("expires", no_wrap=True)
-        table.add_column("finding", overflow="fold", ratio=1)
+        rows = []
         for f in waived:
             assert f.waived_by is not None
-            table.add_row(Text(f.rule), Text(f.target), Text(f.waived_by.approval),
-                          Text(str(f.waived_by.expires)), Text(f.message))
-        console.print(table)
+            rows.append((f.rule, f.target, f.waived_by.approval, str(f.waived_by.expires), f.message))
+        blocks.append(table.render(f"waived ({len(waived)})", WAIVED_COLUMNS, rows, width))
     counts = report.counts()
     failing = len(report.failing(fail_on))
     verdict = "FAILED" if failing else "passed"
-    console.print(Text(
+    blocks.append(
         f"{report.environment}: {verdict} — {len(report.results)} rules, {counts['error']} errors, "
         f"{counts['warning']} warnings, {counts['advisory']} advisories, {counts['waived']} waived "
-        f"(as of {report.today}; failing on {fail_on.value})"
-    ))
-    return "\n".join(line.rstrip() for line in out.getvalue().splitlines()) + "\n"
+        f"(as of {report.today}; failing on {fail_on.value})\n"
+    )
+    return "\n".join(blocks)
 
 
 # --------------------------------------------------------------------------- json
