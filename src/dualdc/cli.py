@@ -121,6 +121,30 @@ def write_output(text: str, output: str | None) -> None:
     console.print(f"wrote {shown_path(output)}")
 
 
+def finish(task: str, code: int = 0) -> None:
+    """End ``task`` with ``code``, without freeing what it loaded one object at a time.
+
+    Tearing down a 10,000-host topology and its report object by object costs about 0.7 s of
+    CPU after the work is done, for nothing: the kernel takes the memory back at once. When
+    ``task`` is the only task of this ``invoke`` run, the output is flushed and the process
+    ends here (mypy ends the same way); otherwise (more tasks follow, or the task was called
+    from Python) it returns, or raises :class:`Exit` for a non-zero code, as a task does.
+    """
+    if _sole_task(task):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    if code:
+        raise Exit(code=code)
+
+
+def _sole_task(task: str) -> bool:
+    """Whether the running ``invoke`` program was asked for ``task`` alone."""
+    program = getattr(sys.modules.get("invoke.main"), "program", None)
+    tasks = getattr(program, "tasks", None)
+    return isinstance(tasks, list) and len(tasks) == 1 and getattr(tasks[0], "name", None) == task
+
+
 #: What the tasks use from here: their shared helpers, and the base's exit codes and topology messages.
-__all__ = ["MAX_PROBLEMS_SHOWN", "ExitCode", "console", "format_problems", "input_error", "load",
+__all__ = ["MAX_PROBLEMS_SHOWN", "ExitCode", "console", "finish", "format_problems", "input_error", "load",
            "output_target", "shown_path", "write_output"]

@@ -32,6 +32,20 @@ def test_committed_environments_exit_0(env):
     assert f"{env}: passed" in done.stdout
 
 
+def test_validate_ends_at_once_only_when_it_is_the_runs_only_task(lab):
+    """validate ends its process without freeing the model (cli.finish) only when alone: the
+    report is whole and the exit code kept, and a task after it on the same line still runs."""
+    lab.add_flow("web-to-core", "segment:jj-jbbank-dmz", "segment:jj-jbbank-internal", [8443])
+    lab.save()
+    alone = invoke("validate", "--topology", str(lab.folder), "--format", "json")
+    assert alone.returncode == 2 and json.loads(alone.stdout)["passed"] is False  # flushed, whole
+    both = invoke("validate", "--env", "lab", "schema", "--check")
+    assert both.returncode == 0, both.stdout + both.stderr
+    assert "lab: passed" in both.stdout and "topology.schema.json is up to date" in both.stderr
+    failing_first = invoke("validate", "--topology", str(lab.folder), "schema", "--check")
+    assert failing_first.returncode == 2 and "up to date" not in failing_first.stderr  # Exit stops the run
+
+
 def _text_line(path: Path, text: str, after: str | None = None) -> int:
     lines = path.read_text(encoding="utf-8").splitlines()
     start = 0 if after is None else next(i for i, line in enumerate(lines) if after in line)

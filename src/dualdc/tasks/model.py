@@ -66,8 +66,7 @@ def validate(c: Context, *, env: str | None = None, topology: str | None = None,
         f"{loaded.environment.name}: {len(report.failing(threshold))} failing finding(s) "
         f"({counts['error']} errors, {counts['warning']} warnings, {counts['advisory']} advisories, "
         f"{counts['waived']} waived) in {time.perf_counter() - started:.1f} s", soft_wrap=True)
-    if code:
-        raise Exit(code=code)
+    cli.finish("validate", code)
 
 
 def _print_rules() -> None:
