@@ -22,6 +22,7 @@ site and pair with everything.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from dataclasses import dataclass
 
@@ -252,6 +253,11 @@ def _facts(topology: Topology, index: _Index, ref: str) -> list[_Facts]:
     return found
 
 
+@functools.cache
+def _replication_zones() -> frozenset[Zone]:
+    return frozenset(zones_where("replication"))
+
+
 def expand(topology: Topology, flow: Flow) -> list[Connection]:
     """The connections one flow allows.
 
@@ -265,7 +271,7 @@ def expand(topology: Topology, flow: Flow) -> list[Connection]:
     """
     index = _index(topology)
     cross = flow.cross_site
-    replication = frozenset(zones_where("replication"))
+    replication = _replication_zones()
     found = []
     destinations = _facts(topology, index, flow.destination)
     for s, s_segs, s_primary, s_repl in _facts(topology, index, flow.source):

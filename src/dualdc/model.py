@@ -12,6 +12,7 @@ VLANs, distance, capacity …) are not here: they are findings of :mod:`dualdc.p
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import ipaddress
 import os
 import re
@@ -233,9 +234,12 @@ def zone_traits(zone: Zone | str) -> ZoneTraits:
     return ZONE_TRAITS[str(zone)]
 
 
-def zones_where(trait: str) -> list[Zone]:
-    """The zone kinds with a trait set, e.g. ``zones_where("admin")``, in declaration order."""
-    return [z for z in Zone if getattr(zone_traits(z), trait)]
+@functools.cache
+def zones_where(trait: str) -> tuple[Zone, ...]:
+    """The zone kinds with a trait set, e.g. ``zones_where("admin")``, in declaration order.
+
+    Computed once per trait (the table is constant): the flow expansion asks for every flow."""
+    return tuple(z for z in Zone if getattr(zone_traits(z), trait))
 
 
 _UNDESCRIBED = sorted({z.value for z in Zone} ^ set(ZONE_TRAITS))
