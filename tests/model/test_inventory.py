@@ -302,3 +302,30 @@ def _ansible_inventory_raw(env: str, *args: str) -> dict[str, Any]:
     assert done.returncode == 0, done.stderr
     result: dict[str, Any] = json.loads(done.stdout)
     return result
+
+
+def _unmarked_strings(value: Any, path: str, found: list[str]) -> int:
+    """Collect the paths of strings not wrapped as ``{"__ansible_unsafe": ...}``; count the wrapped."""
+    if isinstance(value, dict):
+        if set(value) == {"__ansible_unsafe"}:
+            return 1
+        return sum(_unmarked_strings(v, f"{path}.{k}", found) for k, v in value.items())
+    if isinstance(value, list):
+        return sum(_unmarked_strings(v, f"{path}[{i}]", found) for i, v in enumerate(value))
+    if isinstance(value, str):
+        found.append(path)
+    return 0
+
+
+@pytest.mark.parametrize("env", ["lab", "production"])
+def test_ansible_never_trusts_a_model_string_as_a_template(env):
+    """ansible-core itself says which strings it would template: in its --export JSON every string
+    value the plugin set, on a group or a host, is marked ``__ansible_unsafe`` (untrusted data)."""
+    listed = _ansible_inventory_raw(env, "--list", "--export")
+    unmarked: list[str] = []
+    marked = sum(_unmarked_strings(body.get("vars", {}), f"{group}.vars", unmarked)
+                 for group, body in listed.items() if group != "_meta")
+    marked += sum(_unmarked_strings(hv, f"hostvars.{host}", unmarked)
+                  for host, hv in listed["_meta"]["hostvars"].items())
+    assert unmarked == []
+    assert marked > 500  # the walk did reach the values

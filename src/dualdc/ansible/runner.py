@@ -255,7 +255,7 @@ def write_static_inventory(built: dict[str, Any], path: Path) -> Path:
     """Write an inventory built by :func:`dualdc.inventory.layers` as Ansible's YAML inventory.
 
     Every mapping of variables is tagged ``!unsafe``, which Ansible carries down to every value
-    in it, as the inventory plugin marks them (``wrap_var``): nothing of the model is ever a
+    in it (the inventory plugin's values are never trusted as templates): nothing of the model is ever a
     template. (Tagging each string instead would lose its quotes: Ansible resolves an
     ``!unsafe`` scalar's type again, and ``'1.30'`` would come back as the number 1.3.) The
     file stays in the run's artifacts (0600).
