@@ -24,13 +24,22 @@ log(hosts): 1 is linear, 2 quadratic. Targets: exponent <= 1.15 for each command
 hosts validate <= 2 s and inventory <= 5 s, both <= 1 GiB. 20,000 hosts (where the generator's
 address plan ends) runs each command only where memory allows: its peak, extrapolated from the
 two sizes before it, must fit in 80 % of the memory available then; otherwise the line says
-"skipped" with both figures. The exponent is fitted on the sizes that ran. The machine is
-shared: run it rarely.
+"skipped" with both figures. The exponent is fitted on the sizes that ran.
+
+Then the floors at the largest size up to 10,000 hosts, each phase timed in CPU seconds inside
+a process of its own: for validate, what no change of dualdc's own code can remove (Python
+and the imports a validate needs, libyaml's events read through PyYAML doing nothing with
+them, pydantic's validation of the parsed data) beside dualdc's own phases (its builder on
+those events, the flows' expansion, the rules, the report); for the inventory, dualdc's part
+of ``ansible-inventory --graph`` (loading the topology, building groups and variables) and
+ansible-core's own (its start-up, ``add_host``/``set_variable``, which tags every value with
+its origin, and the rest of the command). The machine is shared: run it rarely.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import shutil
@@ -120,12 +129,113 @@ def _scratch_stacks(work: Path) -> Path:
     return cwd
 
 
+#: Run in a process of its own, on the topology folder in argv[1]: each validate phase's CPU seconds, as JSON.
+_VALIDATE_PHASES = r"""
+import json, sys, time
+cpu = time.process_time
+t0 = cpu()
+import yaml
+from dualdc import cli, flows, loader
+from dualdc.model import Severity, Topology
+from dualdc.policy import run_policy
+from dualdc.reports import validate as reports
+out = {"start-up and imports": cpu() - t0}
+files = loader.topology_files(__import__("pathlib").Path(sys.argv[1]))
+raw = [(f.name, f.read_bytes()) for f in files]
+with loader.gc_paused():
+    t = cpu()
+    for _, data in raw:
+        events = yaml.CSafeLoader(data)
+        while events.get_event() is not None:
+            pass
+        events.dispose()
+    out["libyaml events (PyYAML, nothing built)"] = cpu() - t
+    t = cpu()
+    docs = [(name, loader.parse_yaml(data, name)) for name, data in raw]
+    out["dualdc's builder over those events"] = cpu() - t - out["libyaml events (PyYAML, nothing built)"]
+    merged, _ = loader._merge(docs)
+    t = cpu()
+    topology = Topology.model_validate(merged)
+    out["pydantic validation"] = cpu() - t
+    t = cpu()
+    loader._attach_sources(topology, merged)
+    flows.connections(topology)
+    out["flows expanded"] = cpu() - t
+    t = cpu()
+    report = run_policy(topology)
+    out["the rules"] = cpu() - t
+    t = cpu()
+    reports.render(report, "text", Severity.ERROR, root=None)
+    out["the text report"] = cpu() - t
+print(json.dumps(out))
+"""
+
+#: ``ansible-inventory --graph`` in this process, dualdc's phases timed apart from ansible-core's.
+_INVENTORY_PHASES = r"""
+import contextlib, io, json, sys, time
+cpu = time.process_time
+t0 = cpu()
+from ansible.cli.inventory import InventoryCLI
+import dualdc.inventory, dualdc.loader
+spent = {"dualdc: loading the topology": 0.0, "dualdc: groups and variables": 0.0}
+def timed(module, name, label):
+    original = getattr(module, name)
+    def wrapper(*args, **kwargs):
+        t = cpu()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            spent[label] += cpu() - t
+    setattr(module, name, wrapper)
+timed(dualdc.loader, "load_topology", "dualdc: loading the topology")
+timed(dualdc.inventory, "layers", "dualdc: groups and variables")
+with contextlib.redirect_stdout(io.StringIO()):
+    try:
+        InventoryCLI.cli_executor(["ansible-inventory", "-i", sys.argv[1], "--graph"])
+    except SystemExit:
+        pass
+total = cpu() - t0
+spent["ansible-core (start-up, add_host, set_variable's tagging, the graph)"] = total - sum(spent.values())
+print(json.dumps(spent))
+"""
+
+
+def _phases(code: str, folder: Path, cwd: Path) -> dict[str, float]:
+    env = {**os.environ, "ANSIBLE_DEPRECATION_WARNINGS": "False", "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")}
+    done = subprocess.run([sys.executable, "-c", code, str(folder)], cwd=cwd, env=env, capture_output=True,
+                          text=True, check=False, timeout=1800)
+    if done.returncode:
+        print(f"  phases failed: {done.stderr[-600:]}", file=sys.stderr)
+        return {}
+    phases: dict[str, float] = json.loads(done.stdout.splitlines()[-1])
+    return phases
+
+
+def _print_floors(folder: Path, hosts: int, cwd: Path, measured: dict[str, list[Measure]]) -> None:
+    """The phases of validate and of the inventory's parse at ``hosts``, floors marked."""
+    floors = ("start-up and imports", "libyaml events (PyYAML, nothing built)", "pydantic validation")
+    whole = {m.command: m.cpu for ms in measured.values() for m in ms if m.hosts == hosts}
+    for title, code, floor_keys in (("validate", _VALIDATE_PHASES, floors),
+                                    ("inventory-parse", _INVENTORY_PHASES, ())):
+        phases = _phases(code, folder, cwd)
+        if not phases:
+            continue
+        print(f"{title} at {hosts} hosts, by phase (CPU s, one process; whole command "
+              f"{whole.get(title, float('nan')):.2f} s):")
+        for name, seconds in phases.items():
+            mark = "  (floor)" if name in floor_keys or name.startswith("ansible-core") else ""
+            print(f"  {name:<72} {seconds:6.2f}{mark}")
+        floor = sum(v for k, v in phases.items() if k in floor_keys or k.startswith("ansible-core"))
+        print(f"  {'floor: what dualdc cannot remove':<72} {floor:6.2f}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default=",".join(map(str, SIZES)),
                         help="host counts, comma-separated (default: 1000,2500,5000,10000,20000)")
     parser.add_argument("--only", default=",".join(COMMANDS),
                         help=f"commands to time, comma-separated (default: {','.join(COMMANDS)})")
+    parser.add_argument("--no-floors", action="store_true", help="skip the phases and floors at 10,000 hosts")
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",") if s]
     commands = [c for c in args.only.split(",") if c]
@@ -164,6 +274,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{command:<16} {hosts:>6} {m.cpu:8.2f} {m.wall:8.2f} {m.rss_mib:9.0f} "
                       f"{m.output_mib:8.1f} {m.load:5.1f}{failed}", flush=True)
             shutil.rmtree(work / f"render{hosts}", ignore_errors=True)
+            if hosts == max((h for h in sizes if h <= 10_000), default=None) and not args.no_floors:
+                _print_floors(folder, hosts, cwd, results)
             shutil.rmtree(folder)
     if len(sizes) >= 2:
         print(f"growth exponent of CPU seconds in the number of hosts (target <= {TARGET_EXPONENT}):")

@@ -30,6 +30,7 @@ from dualdc.model import (
     WORKER_ROLES,
     Flow,
     Host,
+    Segment,
     Service,
     TenantKind,
     Topology,
@@ -399,8 +400,18 @@ def is_group_service(topology: Topology, service: Service) -> bool:
 
 
 def replication_segments(topology: Topology, site: str, tenant: str) -> list[str]:
-    """Replication segments at a site a tenant's databases use: its own, else shared ones."""
-    segs = [s for s in topology.segments if s.site == site and zone_traits(s.zone).replication]
+    """Replication segments at a site a tenant's databases use: its own, else shared ones.
+
+    The replication segments are indexed by site once per topology: the stacks ask for every
+    database of every cluster, the policy graph for every replicated service."""
+    by_site: dict[str, list[Segment]] | None = topology.cache.get("flows.replication_segments")
+    if by_site is None:
+        by_site = {}
+        for seg in topology.segments:
+            if zone_traits(seg.zone).replication:
+                by_site.setdefault(seg.site, []).append(seg)
+        topology.cache["flows.replication_segments"] = by_site
+    segs = by_site.get(site, [])
     own = sorted(s.name for s in segs if s.tenant == tenant)
     if own:
         return own

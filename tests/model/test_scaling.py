@@ -18,6 +18,8 @@ import pytest
 from dualdc import flows, inventory
 from dualdc.loader import load_environment
 from dualdc.model import Topology
+from dualdc.stacks.dr import backup_target, namespace_backups
+from dualdc.stacks.segmentation import cluster_policies
 
 WALKED = ("hosts", "segments", "services", "clusters", "flows", "sites", "tenants")
 
@@ -111,3 +113,31 @@ def test_indexed_lookups_answer_like_a_scan(production: Topology) -> None:
     extra.hosts = extra.hosts[:-1]
     assert len(extra.hosts_at(extra.hosts[0].site)) == \
         len([h for h in extra.hosts if h.site == extra.hosts[0].site])
+
+
+def test_the_stacks_walk_the_connections_a_fixed_number_of_times_whatever_the_number_of_clusters(
+        production: Topology) -> None:
+    """Every cluster's NetworkPolicies and backup target come from indexes and values built once:
+    the connections and the topology's lists are walked a few times for all clusters, the
+    connections as often as for one cluster (each cluster scanning the connections for its backup target, and
+    collapsing every segment for its internet peers, made the render quadratic)."""
+    def walks(clusters: int) -> tuple[Counter[str], Any]:
+        topology = production.model_copy()
+        counter: Counter[str] = Counter()
+        _count_walks(topology, counter)
+        counted = _CountedList(flows.connections(topology))
+        counted.walks, counted.name = counter, "connections"
+        topology.cache["connections"] = counted
+        chosen = topology.clusters[:clusters]
+        built = [cluster_policies(topology, c) for c in chosen]
+        targets = sorted({(b.cluster, b.target_site) for b in namespace_backups(topology).backups
+                          if b.cluster in {c.name for c in chosen}})
+        built.append([backup_target(topology, *key) for key in targets])
+        return counter, built
+
+    one, _ = walks(1)
+    every, built = walks(len(production.clusters))
+    assert len(production.clusters) >= 6 and built[-1]  # several clusters, some backup targets
+    # a list walked per cluster would be walked at least once per cluster: 22 and 44 times before
+    assert max(every.values()) <= 3, f"{every} walks for {len(production.clusters)} clusters, {one} for one"
+    assert every["connections"] == one["connections"]

@@ -24,7 +24,7 @@ import ipaddress
 from dataclasses import dataclass
 from typing import Any
 
-from dualdc.flows import connections, replication_segments
+from dualdc.flows import Connection, connections, replication_segments
 from dualdc.labels import COMMON_LABELS, LABEL_DATABASE, LABEL_ROLE, LABEL_SERVICE, LABEL_SITE, LABEL_TENANT
 from dualdc.model import HostRole, Protocol, ReplicationKind, Service, Topology, zone_traits
 from dualdc.stacks.baseline import database_resources
@@ -244,10 +244,12 @@ class BackupTarget:
 def backup_target(topology: Topology, cluster: str, site: str) -> BackupTarget:
     """The object store at ``site`` that ``cluster``'s nodes may reach by a declared flow."""
     node_segments = {i.segment for h in topology.cluster_hosts(cluster) for i in h.interfaces}
+    by_source = _tcp_by_source_segment(topology)
     candidates = []
-    for conn in connections(topology):
-        src, dst = conn.source, conn.destination
-        if src.segment not in node_segments or dst.site != site or conn.flow.protocol is not Protocol.TCP:
+    # the choice below is by (address, port, flow): the order the connections come in does not matter
+    for conn in (c for seg in sorted(node_segments) for c in by_source.get(seg, ())):
+        dst = conn.destination
+        if dst.site != site:
             continue
         for host in _store_hosts(topology, dst.ref, dst.host, dst.segment, site):
             if not conn.ports:
@@ -261,6 +263,31 @@ def backup_target(topology: Topology, cluster: str, site: str) -> BackupTarget:
             f"{site!r} (a tcp flow from one of their segments to a host with role 'backup'); declare one"])
     flow, address, port = min(candidates, key=lambda c: (ipaddress.IPv4Address(c[1]), c[2], c[0]))
     return BackupTarget(cluster, site, f"https://{address}:{port}", flow)
+
+
+def _tcp_by_source_segment(topology: Topology) -> dict[str, list[Connection]]:
+    """The tcp connections by the segment of their source, indexed once per topology (every
+    cluster asks; scanning every connection for each made the render quadratic)."""
+    found: dict[str, list[Connection]] | None = topology.cache.get("dr.tcp_by_source_segment")
+    if found is None:
+        found = {}
+        for conn in connections(topology):
+            if conn.source.segment is not None and conn.flow.protocol is Protocol.TCP:
+                found.setdefault(conn.source.segment, []).append(conn)
+        topology.cache["dr.tcp_by_source_segment"] = found
+    return found
+
+
+def _backup_hosts_at(topology: Topology, site: str) -> list[str]:
+    """The backup hosts of a site, indexed once per topology (not a scan of the site per flow)."""
+    found: dict[str, list[str]] | None = topology.cache.get("dr.backup_hosts")
+    if found is None:
+        found = {}
+        for host in topology.hosts:
+            if host.role is HostRole.BACKUP:
+                found.setdefault(host.site, []).append(host.name)
+        topology.cache["dr.backup_hosts"] = found
+    return found.get(site, [])
 
 
 def _store_hosts(topology: Topology, ref: str, host: str | None, segment: str | None, site: str) -> list[str]:
@@ -277,7 +304,7 @@ def _store_hosts(topology: Topology, ref: str, host: str | None, segment: str | 
             return []
         candidates = list(svc.hosts)
     else:
-        candidates = [h.name for h in topology.hosts_at(site)]
+        candidates = _backup_hosts_at(topology, site)
     return sorted(h for h in candidates
                   if topology.host(h).role is HostRole.BACKUP and topology.host(h).site == site
                   and any(i.segment == segment for i in topology.host(h).interfaces))

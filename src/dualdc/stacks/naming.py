@@ -36,8 +36,15 @@ def service_namespace(service: Service) -> str:
 
 
 def cluster_services(topology: Topology, cluster: str) -> list[Service]:
-    """Services that run on a cluster, by name."""
-    return sorted((s for s in topology.services if cluster in s.clusters), key=lambda s: s.name)
+    """Services that run on a cluster, by name (indexed once per topology, not a scan per cluster)."""
+    by_cluster: dict[str, list[Service]] | None = topology.cache.get("naming.cluster_services")
+    if by_cluster is None:
+        by_cluster = {}
+        for svc in sorted(topology.services, key=lambda s: s.name):
+            for name in dict.fromkeys(svc.clusters):
+                by_cluster.setdefault(name, []).append(svc)
+        topology.cache["naming.cluster_services"] = by_cluster
+    return list(by_cluster.get(cluster, []))
 
 
 def cluster_namespaces(topology: Topology, cluster: Cluster) -> list[NamespaceRef]:
@@ -97,11 +104,14 @@ class DatabasePlacement:
 
 
 def replicated_databases(topology: Topology) -> list[Service]:
-    """Services with a database replicated by CloudNativePG, by name."""
-    return sorted(
-        (s for s in topology.services if s.database is not None and ReplicationKind.CNPG in s.replication
-         and s.database.platform is DatabasePlatform.CNPG),
-        key=lambda s: s.name)
+    """Services with a database replicated by CloudNativePG, by name (found once per topology)."""
+    found: list[Service] | None = topology.cache.get("naming.replicated_databases")
+    if found is None:
+        found = topology.cache["naming.replicated_databases"] = sorted(
+            (s for s in topology.services if s.database is not None and ReplicationKind.CNPG in s.replication
+             and s.database.platform is DatabasePlatform.CNPG),
+            key=lambda s: s.name)
+    return list(found)
 
 
 def database_placement(topology: Topology, service: Service) -> DatabasePlacement:

@@ -145,10 +145,29 @@ def modelled_networks(topology: Topology) -> list[ipaddress.IPv4Network]:
 
 def internet_exceptions(topology: Topology) -> list[ipaddress.IPv4Network]:
     """What "the internet" never includes: private space, every modelled network and every
-    outside institution's networks (those are reached over dedicated lines, not the internet)."""
-    nets = list(NOT_INTERNET) + modelled_networks(topology)
-    nets += [net for inst in topology.institutions for net in inst.cidrs]
-    return list(ipaddress.collapse_addresses(nets))
+    outside institution's networks (those are reached over dedicated lines, not the internet).
+
+    A value of the whole topology, computed once (every cluster's policies ask for it)."""
+    found: list[ipaddress.IPv4Network] | None = topology.cache.get("segmentation.internet_exceptions")
+    if found is None:
+        nets = list(NOT_INTERNET) + modelled_networks(topology)
+        nets += [net for inst in topology.institutions for net in inst.cidrs]
+        found = topology.cache["segmentation.internet_exceptions"] = list(ipaddress.collapse_addresses(nets))
+    return list(found)
+
+
+def internet_peers(topology: Topology, networks: tuple[ipaddress.IPv4Network, ...]) -> list[dict[str, Any]]:
+    """:func:`ip_peers` of the internet's networks less :func:`internet_exceptions`.
+
+    The same for every connection to or from the internet, so collapsed once per topology;
+    each call gets peers of its own (fresh dicts and lists), never shared ones."""
+    cache: dict[tuple[ipaddress.IPv4Network, ...], list[dict[str, Any]]] = topology.cache.setdefault(
+        "segmentation.internet_peers", {})
+    found = cache.get(networks)
+    if found is None:
+        found = cache[networks] = ip_peers(networks, internet_exceptions(topology))
+    return [{"ipBlock": {k: list(v) if isinstance(v, list) else v for k, v in peer["ipBlock"].items()}}
+            for peer in found]
 
 
 class ClusterSegmentation:
@@ -246,7 +265,6 @@ def cluster_policies(topology: Topology, cluster: Cluster,
                      cnpg_operator_namespace: str = CNPG_OPERATOR_NAMESPACE) -> dict[str, list[PolicySpec]]:
     """Every NetworkPolicy of a cluster, by namespace, each list sorted by name."""
     seg = ClusterSegmentation(topology, cluster)
-    excluded = internet_exceptions(topology)
     policies: dict[str, list[PolicySpec]] = {ns.name: [] for ns in seg.namespaces}
     for ns in seg.namespaces:
         policies[ns.name] += _baseline_policies(ns.name)
@@ -270,7 +288,8 @@ def cluster_policies(topology: Topology, cluster: Cluster,
                                               ("ingress", destinations, sources, conn.source)):
             peers = [namespace_peer(p.namespace, p.pod_labels) for p in there]
             if seg.outside(other):
-                peers += ip_peers(other.networks, excluded if other.node == INTERNET else [])
+                peers += (internet_peers(topology, other.networks) if other.node == INTERNET
+                          else ip_peers(other.networks, []))
             if not peers:
                 continue
             for place in here:
