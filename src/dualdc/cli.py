@@ -111,7 +111,11 @@ def write_output(text: str, output: str | None) -> None:
     """
     text = scrub(text)
     if not output:
-        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        try:
+            sys.stdout.write(text if text.endswith("\n") else text + "\n")
+            sys.stdout.flush()
+        except BrokenPipeError:
+            raise _stdout_gone() from None
         return
     path = output_target(output)
     try:
@@ -119,6 +123,17 @@ def write_output(text: str, output: str | None) -> None:
     except OSError as exc:
         raise input_error(f"cannot write {shown_path(output)}: {exc.strerror or exc}") from None
     console.print(f"wrote {shown_path(output)}")
+
+
+def _stdout_gone() -> Exit:
+    """Standard output's reader went away (``| head``, a closed pipe): say so on stderr, once.
+
+    Standard output is pointed at /dev/null first, so the interpreter's own last flush does not
+    add a second complaint (Python's advice for SIGPIPE)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return input_error("standard output was closed before the report was written out (broken pipe)")
 
 
 def finish(task: str, code: int = 0) -> None:

@@ -46,6 +46,18 @@ def test_validate_ends_at_once_only_when_it_is_the_runs_only_task(lab):
     assert failing_first.returncode == 2 and "up to date" not in failing_first.stderr  # Exit stops the run
 
 
+def test_a_closed_stdout_is_one_line_on_stderr_not_a_traceback():
+    """`invoke validate | head` whose reader has gone: exit 1 with one line, never a traceback."""
+    with subprocess.Popen([sys.executable, "-m", "invoke", "validate", "--env", "lab"], cwd=ROOT,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        proc.stdout.close()  # no reader left: the report's write meets EPIPE
+        err = proc.stderr.read()
+        assert proc.wait(timeout=120) == 1
+    assert "Traceback" not in err and "Exception ignored" not in err
+    assert "standard output was closed before the report was written out (broken pipe)" in err
+
+
 def _text_line(path: Path, text: str, after: str | None = None) -> int:
     lines = path.read_text(encoding="utf-8").splitlines()
     start = 0 if after is None else next(i for i, line in enumerate(lines) if after in line)
