@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import shlex
-import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -63,7 +62,7 @@ def status(c: Context, env: str | None = None, service: str = "", format: str = 
         report = drstatus.dr_status(topology, service or None)
     except drstatus.LabDown as exc:
         raise Exit(f"error: {exc}", code=3) from None
-    sys.stdout.write(RENDERERS[format](report))
+    cli.write_output(RENDERERS[format](report), None)
     if report.exit_code:
         raise Exit(code=report.exit_code)
 
@@ -262,7 +261,7 @@ def drill(c: Context, env: str | None = None, scenario: str = "", service: str =
     except drstate.StateError as exc:
         raise cli.input_error(str(exc)) from None
     if not topology.environment.lab:
-        sys.stdout.write(_plan(topology, chosen, scenario))
+        cli.write_output(_plan(topology, chosen, scenario), None)
         if not execute:
             cli.console.print("nothing changed (give --execute to run it)")
             return
