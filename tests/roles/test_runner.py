@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import functools
 import json
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -18,6 +20,8 @@ from pathlib import Path
 import pytest
 
 from dualdc.ansible import PlaybookRun, RunError, RunResult, Status, json_report, run_playbook, text_report
+from dualdc.ansible.runner import _RunGuard
+from dualdc.base.proc import running
 from dualdc.cli import ExitCode
 
 SECRET = "s3cr3t-value-never-written"
@@ -299,3 +303,50 @@ def test_a_cancelled_or_timed_out_run_leaves_no_process(project: Path, how: str,
     while _processes_with(marker) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert _processes_with(marker) == []
+
+
+#: A stand-in for ansible-playbook that, on SIGTERM, forks one more "worker" (same command line,
+#: a session of its own) and dies at once: the worker is in no snapshot taken before the signal
+#: and is re-parented to init, as a worker the strategy forks while the playbook stops would be.
+LATE_WORKER = r"""
+import os, pathlib, signal, sys, time
+out = pathlib.Path(sys.argv[1])
+def on_term(signum, frame):
+    pid = os.fork()
+    if pid == 0:
+        os.setsid()
+        time.sleep(120)
+        os._exit(0)
+    out.write_text(str(pid))
+    os._exit(0)
+signal.signal(signal.SIGTERM, on_term)
+out.with_suffix(".ready").write_text("ready")
+time.sleep(120)
+"""
+
+
+def test_a_worker_forked_while_the_playbook_stops_is_ended_too(tmp_path: Path) -> None:
+    """The cancel ends what the run started even when it escapes the process tree: found again
+    by the run's own command line (this is a real process tree, not a mock of ansible-playbook)."""
+    guard = _RunGuard(lambda: True, None)
+    worker_file = tmp_path / "worker.pid"
+    playbook = subprocess.Popen([sys.executable, "-c", LATE_WORKER, str(worker_file)])
+    worker = 0
+    try:
+        deadline = time.monotonic() + 30
+        while not worker_file.with_suffix(".ready").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert guard() is True  # cancelled: the guard ends the tree now
+        assert playbook.wait(timeout=30) == 0
+        worker = int(worker_file.read_text())
+        assert worker in guard.ended
+        deadline = time.monotonic() + 10
+        while running(worker) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not running(worker), "the late worker outlived the cancel"
+    finally:
+        if playbook.poll() is None:
+            playbook.kill()
+            playbook.wait(timeout=30)
+        if worker and running(worker):
+            os.kill(worker, signal.SIGKILL)

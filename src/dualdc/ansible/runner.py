@@ -40,7 +40,7 @@ from ansible_runner.utils import signal_handler
 from dualdc.ansible.results import Collector, RunOptions, RunResult, TaskResult
 from dualdc.base.files import write_atomic
 from dualdc.base.paths import STATE_NAME, project_root, project_state
-from dualdc.base.proc import all_parents, running
+from dualdc.base.proc import all_parents, cmdline, running, start_time
 from dualdc.base.redact import scrub
 from dualdc.inventory import layers, static
 from dualdc.model import Topology
@@ -283,6 +283,10 @@ def _descendants(roots: set[int], parents: dict[int, int]) -> list[int]:
     return found
 
 
+#: Rounds of SIGKILL and search for what is left of a cancelled run (0.2 s apart).
+SWEEPS = 10
+
+
 class _RunGuard:
     """The cancel callback ansible-runner polls: the caller's cancel, or the run's time limit.
 
@@ -311,16 +315,32 @@ class _RunGuard:
     def end_tree(self) -> None:
         parents = all_parents()
         roots = _children(os.getpid(), parents) - self.before
+        # The run's own command lines (unique: they name its artifacts folder). A worker forks
+        # with its parent's command line; one forked while the playbook takes its SIGTERM is in
+        # no snapshot of the tree, starts a session of its own, and is re-parented to init when
+        # the playbook dies: it is found again by that command line.
+        marks = {line for pid in roots if (line := cmdline(pid)) is not None}
         tree = _descendants(roots, parents)
+        # each process known with its start time, so a pid the kernel hands out again is never hit
+        known = {pid: start_time(pid) for pid in tree}
         # the playbook first (its own handler passes SIGTERM to the workers), then everything left
         for pid in roots:
             _signal(pid, signal.SIGTERM)
         deadline = time.monotonic() + 3
         while time.monotonic() < deadline and any(running(pid) for pid in tree):
             time.sleep(0.1)
-        for pid in tree:
-            _signal(pid, signal.SIGKILL)
-        self.ended = tree
+        for _ in range(SWEEPS):
+            for pid in tree:
+                if start_time(pid) == known[pid]:
+                    _signal(pid, signal.SIGKILL)
+            time.sleep(0.2)
+            parents = all_parents()
+            strays = {pid for pid in parents if pid not in self.before and cmdline(pid) in marks}
+            tree = [pid for pid in _descendants(strays | set(tree), parents)
+                    if running(pid) and known.setdefault(pid, start_time(pid)) == start_time(pid)]
+            if not tree:
+                break
+        self.ended = sorted(known)
 
 
 def _signal(pid: int, sig: signal.Signals) -> None:

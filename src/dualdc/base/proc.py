@@ -1,4 +1,5 @@
-"""What ``/proc/<pid>/stat`` tells about a process: its state, parent and start time.
+"""What ``/proc/<pid>/stat`` tells about a process: its state, parent and start time (and
+``/proc/<pid>/cmdline``, its command line).
 
 The command name (the second field) is in parentheses and may itself hold spaces and ``)``, so
 the fields are split after the last ``)``. The start time (clock ticks since boot) tells a
@@ -62,3 +63,12 @@ def running(pid: int) -> bool:
     """Whether ``pid`` exists and is not a zombie (or dead)."""
     fields = stat_fields(pid)
     return bool(fields) and fields[0] not in ("Z", "X")  # type: ignore[index]
+
+
+def cmdline(pid: int) -> bytes | None:
+    """The command line of ``pid`` as the kernel keeps it (NUL-separated), None if gone or empty."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    return raw or None
