@@ -11,6 +11,8 @@ APT_PACKAGES=(
   python3 python3-venv python3-dev git
   debootstrap nftables iproute2 openssh-server openssh-client
   util-linux procps psmisc graphviz rsync ca-certificates
+  # the DR tests run real PostgreSQL and pgBackRest on the controller too (tests/ops/test_drswitch_pg.py)
+  postgresql pgbackrest
 )
 
 missing=()
