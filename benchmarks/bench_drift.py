@@ -11,19 +11,25 @@ Before timing, the lab is brought up and converged, then a few hosts are tampere
 must report the identical set of drifted (host, task) pairs. Afterwards the tampered hosts are
 converged back. Needs root (the lab); holds the machine-wide lab lock throughout.
 
-Prints both times and the ratio; the target is a ratio of at least 3.
+Prints both times and the ratio; the target is a ratio of at least 3. Then the controller's
+side of the check-mode run: the CPU seconds of `invoke drift` and its children (from `wait4`),
+per host and per task result (counted in the runs' job events), and the arithmetic for a nightly
+drift of 10,000 hosts within one hour: cores, controllers of 2 cores, AWX execution nodes of 4.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
+from dualdc.ansible.runner import recent_runs
 from dualdc.lab import LabLock, load_lab
 from dualdc.lab.testing import lab_available
 
@@ -31,6 +37,10 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 OUT = ROOT / "build" / "bench-drift"
 TARGET_RATIO = 3.0
+#: The estate the controller arithmetic extrapolates to, and the share of each core a nightly run may use.
+SCALE_HOSTS = 10_000
+CORE_USE = 0.8
+RESULT_EVENTS = {"runner_on_ok", "runner_on_skipped", "runner_on_failed", "runner_on_unreachable"}
 
 #: (host, shell command run inside it) — each changes something a role manages.
 TAMPER = [
@@ -73,10 +83,53 @@ def stock_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
 
 
+#: CPU seconds (user + system) of the last command :func:`run` ran, with its waited-for children.
+LAST_CPU: list[float] = [0.0]
+
+
 def run(argv: list[str], **kwargs: object) -> tuple[float, subprocess.CompletedProcess[str]]:
+    """Run ``argv`` from the repository root; its wall time, and its CPU seconds in LAST_CPU."""
     t0 = time.monotonic()
-    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, check=False, **kwargs)  # type: ignore[call-overload]
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(argv, cwd=ROOT, stdout=out, stderr=err, **kwargs)  # type: ignore[call-overload]
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        done = subprocess.CompletedProcess(argv, proc.returncode, out.read().decode(errors="replace"),
+                                           err.read().decode(errors="replace"))
+    LAST_CPU[0] = usage.ru_utime + usage.ru_stime
     return time.monotonic() - t0, done
+
+
+def task_results(since: float) -> dict[str, int]:
+    """Task results per host in the check-mode runs (artifacts) that started after ``since``."""
+    found: dict[str, int] = {}
+    for run_dir in recent_runs("lab", ROOT):
+        if "-check-" not in run_dir.name or run_dir.stat().st_mtime < since:
+            continue
+        for event_file in (run_dir / "job_events").glob("*.json"):
+            event = json.loads(event_file.read_text(encoding="utf-8"))
+            host = event.get("event_data", {}).get("host")
+            if host and event.get("event") in RESULT_EVENTS:
+                found[host] = found.get(host, 0) + 1
+    return found
+
+
+def print_controller_cost(cpu: float, results: dict[str, int]) -> None:
+    """The controller's CPU per host and task, and what a nightly drift of 10,000 hosts needs."""
+    hosts = len(results)
+    tasks = sum(results.values()) / hosts
+    per_host = cpu / hosts
+    print(f"controller CPU of invoke drift: {cpu:.1f} s (user + system of it and its children: "
+          "ansible-playbook, its workers, ssh; the model and stacks layers included, so an upper bound)")
+    print(f"  per host: {cpu:.1f} / {hosts} = {per_host:.2f} s; per host and task: {per_host:.2f} / "
+          f"{tasks:.1f} task results a host = {per_host / tasks:.3f} s")
+    total = per_host * SCALE_HOSTS
+    cores = total / (3600 * CORE_USE)
+    print(f"  at {SCALE_HOSTS:,} hosts: {total:,.0f} CPU s; within one hour at {CORE_USE:.0%} of each core: "
+          f"{cores:.1f} cores = {math.ceil(cores / 2)} controllers of 2 cores or "
+          f"{math.ceil(cores / 4)} AWX execution nodes of 4 cores")
 
 
 def main() -> int:
@@ -99,6 +152,7 @@ def main() -> int:
         print(f"tampered: {', '.join(h for h, _ in TAMPER)}", flush=True)
         try:
             report_file = OUT / "drift.json"
+            started = time.time()
             ours, done = run(
                 [
                     str(BIN / "invoke"),
@@ -116,6 +170,7 @@ def main() -> int:
                 return 1
             report = json.loads(report_file.read_text(encoding="utf-8"))
             print(f"invoke drift: {ours:.1f} s (exit {done.returncode})", flush=True)
+            drift_cpu, results = LAST_CPU[0], task_results(started)
             stock, done = run(
                 [
                     str(BIN / "ansible-playbook"),
@@ -155,6 +210,8 @@ def main() -> int:
         f"stock {stock:.1f} s / invoke drift {ours:.1f} s = ratio {ratio:.2f} "
         f"(target >= {TARGET_RATIO:.0f}); identical drift: {'yes' if same else 'NO'}"
     )
+    if results:
+        print_controller_cost(drift_cpu, results)
     return 0 if same else 1
 
 
