@@ -5,14 +5,15 @@ A report of a 10,000-host estate can hold a few thousand findings; laying them o
 for plain text (no colour, no terminal) in linear time: columns as wide as their widest cell,
 the last column taking what is left of the width, long cells folded onto further lines (at
 spaces where the column wraps words, anywhere otherwise). Widths are counted in terminal
-cells, so Korean text (two cells a character) stays aligned.
+cells as rich counts them, so Korean text (two cells a character) stays aligned.
 """
 
 from __future__ import annotations
 
-import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+from rich.cells import cell_len, get_character_cell_size
 
 GAP = 2
 INDENT = 2
@@ -28,10 +29,8 @@ class Column:
 
 
 def cells(text: str) -> int:
-    """Terminal cells ``text`` takes: two for East Asian wide and full-width characters."""
-    if text.isascii():
-        return len(text)
-    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
+    """Terminal cells ``text`` takes (rich's measure: two for East Asian wide characters)."""
+    return len(text) if text.isascii() else cell_len(text)
 
 
 def _cut(text: str, width: int) -> tuple[str, str]:
@@ -40,7 +39,7 @@ def _cut(text: str, width: int) -> tuple[str, str]:
         return text[:width], text[width:]
     used = 0
     for i, ch in enumerate(text):
-        used += 2 if unicodedata.east_asian_width(ch) in "WF" else 1
+        used += get_character_cell_size(ch)
         if used > width and i:
             return text[:i], text[i:]
     return text, ""
